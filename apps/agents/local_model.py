@@ -1,0 +1,134 @@
+"""`local`: the embedded model provider. No network, no key, deterministic.
+
+Model id `echo` answers `Echo #N: <the user's message>`, where N counts the
+user turns it was given, so a reply shows both the message and the history.
+Conventions the tests and the demo rely on:
+
+- `/tool <name> <argument>` calls that tool (when the agent has it) with the
+  argument, then answers `<name> returned: <result>`;
+- `/fail <reason>` makes the provider fail, like an upstream 5xx;
+- option `latency_ms` sleeps that long per model call, like a slow LLM.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterator
+
+from agno.exceptions import ModelProviderError
+from agno.models.base import Model
+from agno.models.message import Message
+from agno.metrics import MessageMetrics
+from agno.models.response import ModelResponse
+
+
+def _text(message: Message) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    return json.dumps(content) if not isinstance(content, list) else " ".join(str(c) for c in content)
+
+
+def _words(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+@dataclass
+class LocalModel(Model):
+    id: str = "echo"
+    name: str = "Local"
+    provider: str = "local"
+    latency_ms: int = 0
+
+    def _answer(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> ModelResponse:
+        last = messages[-1] if messages else Message(role="user", content="")
+        users = [m for m in messages if m.role == "user"]
+        if last.role == "tool":
+            reply = f"{last.tool_name} returned: {_text(last)}"
+            return self._response(messages, content=reply)
+        text = _text(last).strip()
+        if text.startswith("/fail"):
+            raise ModelProviderError(text[5:].strip() or "local provider failure", status_code=502,
+                                     model_name=self.name, model_id=self.id)
+        if text.startswith("/tool "):
+            return self._tool_call(messages, text[6:].strip(), tools or [])
+        return self._response(messages, content=f"Echo #{len(users)}: {text}")
+
+    def _tool_call(self, messages: list[Message], command: str, tools: list[dict[str, Any]]) -> ModelResponse:
+        name, _, argument = command.partition(" ")
+        schemas = {t.get("function", {}).get("name"): t.get("function", {}) for t in tools}
+        if name not in schemas:
+            return self._response(messages, content=f"Tool {name!r} is not available to this agent.")
+        params = schemas[name].get("parameters", {}).get("properties", {})
+        args = {next(iter(params)): argument} if params and argument else {}
+        call = {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)}}
+        return self._response(messages, tool_calls=[call])
+
+    def _response(self, messages: list[Message], *, content: str | None = None,
+                  tool_calls: list[dict[str, Any]] | None = None) -> ModelResponse:
+        prompt_tokens = sum(_words(_text(m)) for m in messages)
+        output_tokens = _words(content or "") if content else 1
+        usage = MessageMetrics(input_tokens=prompt_tokens, output_tokens=output_tokens,
+                               total_tokens=prompt_tokens + output_tokens)
+        return ModelResponse(role="assistant", content=content, tool_calls=tool_calls or [],
+                             response_usage=usage)
+
+    def _wait(self, run_response: Any) -> None:
+        """Simulated model latency that a cancelled run does not sit out."""
+        from agno.run.cancel import is_cancelled
+
+        run_id = getattr(run_response, "run_id", None)
+        deadline = time.monotonic() + self.latency_ms / 1000
+        while (left := deadline - time.monotonic()) > 0:
+            if run_id and is_cancelled(run_id):
+                return
+            time.sleep(min(left, 0.05))
+
+    def invoke(self, *args: Any, messages: list[Message], tools: list[dict[str, Any]] | None = None,
+               run_response: Any = None, **kwargs: Any) -> ModelResponse:
+        if self.latency_ms:
+            self._wait(run_response)
+        return self._answer(messages, tools)
+
+    async def ainvoke(self, *args: Any, messages: list[Message], tools: list[dict[str, Any]] | None = None,
+                      **kwargs: Any) -> ModelResponse:
+        if self.latency_ms:
+            await asyncio.sleep(self.latency_ms / 1000)
+        return self._answer(messages, tools)
+
+    def invoke_stream(self, *args: Any, messages: list[Message], tools: list[dict[str, Any]] | None = None,
+                      run_response: Any = None, **kwargs: Any) -> Iterator[ModelResponse]:
+        if self.latency_ms:
+            self._wait(run_response)
+        yield from self._chunks(self._answer(messages, tools))
+
+    async def ainvoke_stream(self, *args: Any, messages: list[Message],  # type: ignore[override]
+                             tools: list[dict[str, Any]] | None = None, **kwargs: Any
+                             ) -> AsyncIterator[ModelResponse]:
+        if self.latency_ms:
+            await asyncio.sleep(self.latency_ms / 1000)
+        for chunk in self._chunks(self._answer(messages, tools)):
+            yield chunk
+
+    @staticmethod
+    def _chunks(full: ModelResponse) -> Iterator[ModelResponse]:
+        if full.tool_calls or not full.content:
+            yield full
+            return
+        words = str(full.content).split(" ")
+        for index, word in enumerate(words):
+            last = index == len(words) - 1
+            yield ModelResponse(role="assistant", content=word if index == 0 else " " + word,
+                                response_usage=full.response_usage if last else None)
+
+    def _parse_provider_response(self, response: Any, **kwargs: Any) -> ModelResponse:
+        return response  # type: ignore[no-any-return]
+
+    def _parse_provider_response_delta(self, response: Any) -> ModelResponse:
+        return response  # type: ignore[no-any-return]

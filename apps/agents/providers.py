@@ -1,0 +1,76 @@
+"""Model providers: agent spec -> agno Model. Credentials come from settings only."""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+from django.conf import settings
+
+from apps.common import DomainError
+
+PROVIDERS = ("local", "openai", "openai_like", "anthropic", "ollama")
+LOCAL_MODELS = ("echo",)
+_COMMON_OPTIONS = {"temperature", "max_tokens", "timeout"}
+_OPTIONS = {
+    "local": {"latency_ms"},
+    "openai": _COMMON_OPTIONS,
+    "openai_like": _COMMON_OPTIONS | {"base_url"},
+    "anthropic": _COMMON_OPTIONS,
+    "ollama": {"temperature"},
+}
+MAX_LATENCY_MS = 600_000
+
+
+def validate_model_spec(provider: str, model_id: str, options: Any) -> None:
+    if provider not in PROVIDERS:
+        raise DomainError("unknown_provider", f"provider must be one of {', '.join(PROVIDERS)}.")
+    if not isinstance(model_id, str) or not model_id.strip():
+        raise DomainError("invalid_model", "model id must be a non-empty string.")
+    if provider == "local" and model_id not in LOCAL_MODELS:
+        raise DomainError("invalid_model", f"the local provider offers: {', '.join(LOCAL_MODELS)}.")
+    if not isinstance(options, dict):
+        raise DomainError("invalid_model_options", "model options must be an object.")
+    unknown = set(options) - _OPTIONS[provider]
+    if unknown:
+        raise DomainError("invalid_model_options",
+                          f"unknown option(s) for {provider}: {', '.join(sorted(unknown))}.")
+    latency = options.get("latency_ms", 0)
+    if not isinstance(latency, int) or isinstance(latency, bool) or not 0 <= latency <= MAX_LATENCY_MS:
+        raise DomainError("invalid_model_options", f"latency_ms must be an integer from 0 to {MAX_LATENCY_MS}.")
+    if provider == "openai_like":
+        url = urlparse(str(options.get("base_url", "")))
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise DomainError("invalid_model_options", "openai_like needs an http(s) base_url option.")
+
+
+def build_model(provider: str, model_id: str, options: dict[str, Any]) -> Any:
+    """One agno Model instance; safe to share between runs (its HTTP client is thread-safe)."""
+    timeout = float(options.get("timeout", settings.AGENTOS_MODEL_TIMEOUT))
+    tuning = {k: options[k] for k in ("temperature", "max_tokens") if k in options}
+    if provider == "local":
+        from apps.agents.local_model import LocalModel
+
+        return LocalModel(id=model_id, latency_ms=int(options.get("latency_ms", 0)))
+    if provider == "openai":
+        from agno.models.openai import OpenAIChat
+
+        return OpenAIChat(id=model_id, api_key=settings.OPENAI_API_KEY or None,
+                          base_url=settings.OPENAI_BASE_URL or None, timeout=timeout, max_retries=2, **tuning)
+    if provider == "openai_like":
+        from agno.models.openai import OpenAILike
+
+        # the deployment's key for OpenAI-compatible servers; never one from the database
+        return OpenAILike(id=model_id, base_url=options["base_url"], api_key=settings.OPENAI_LIKE_API_KEY,
+                          timeout=timeout, max_retries=2, **tuning)
+    if provider == "anthropic":
+        from agno.models.anthropic import Claude
+
+        return Claude(id=model_id, api_key=settings.ANTHROPIC_API_KEY or None, timeout=timeout,
+                      **({"max_tokens": tuning["max_tokens"]} if "max_tokens" in tuning else {}),
+                      **({"temperature": tuning["temperature"]} if "temperature" in tuning else {}))
+    if provider == "ollama":
+        from agno.models.ollama import Ollama
+
+        return Ollama(id=model_id, host=settings.OLLAMA_HOST,
+                      options={"temperature": options["temperature"]} if "temperature" in options else None)
+    raise DomainError("unknown_provider", f"unknown provider {provider!r}")

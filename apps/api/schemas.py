@@ -1,0 +1,154 @@
+"""Request and response shapes; they are also the published OpenAPI schema."""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from ninja import Field, Schema
+
+
+class ErrorBody(Schema):
+    code: str
+    message: str
+
+
+class ErrorOut(Schema):
+    error: ErrorBody
+
+
+class ModelSpec(Schema):
+    provider: str = Field("local", max_length=32)
+    id: str = Field("echo", max_length=200)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentIn(Schema):
+    name: str = Field(..., min_length=1, max_length=200)
+    description: str = Field("", max_length=2000)
+    instructions: str = Field("", max_length=20000)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    tools: list[str] = Field(default_factory=list, max_length=20)
+    visibility: Literal["private", "shared", "public"] = "private"
+    shared_with: Optional[list[str]] = Field(None, max_length=100)
+
+
+class AgentPatch(Schema):
+    name: Optional[str] = Field(None, min_length=1, max_length=200)
+    description: Optional[str] = Field(None, max_length=2000)
+    instructions: Optional[str] = Field(None, max_length=20000)
+    model: Optional[ModelSpec] = None
+    tools: Optional[list[str]] = Field(None, max_length=20)
+    visibility: Optional[Literal["private", "shared", "public"]] = None
+    shared_with: Optional[list[str]] = Field(None, max_length=100)
+    enabled: Optional[bool] = None
+
+
+class AgentOut(Schema):
+    id: str
+    name: str
+    description: str
+    instructions: Optional[str]
+    model: ModelSpec
+    tools: list[str]
+    visibility: str
+    version: int
+    enabled: bool
+    owner: str
+    is_owner: bool
+    created_at: str
+    updated_at: str
+
+
+class AgentList(Schema):
+    agents: list[AgentOut]
+
+
+class SessionCreateIn(Schema):
+    agent_id: str = Field(..., min_length=1, max_length=40)
+    title: str = Field("", max_length=200)
+
+
+class SessionOut(Schema):
+    session_id: str
+    agent_id: str
+    title: str
+    created_at: str
+    updated_at: str
+
+
+class MessageOut(Schema):
+    id: str
+    role: Literal["user", "assistant"]
+    content: str
+    tool_calls: list[dict[str, Any]]
+    created_at: str
+    job_id: Optional[str]
+
+
+class SessionDetail(SessionOut):
+    messages: list[MessageOut]
+
+
+class SessionList(Schema):
+    sessions: list[SessionOut]
+    next: Optional[str]
+
+
+class SendMessageIn(Schema):
+    agent_id: str = Field(..., min_length=1, max_length=40)
+    message: str
+    session_id: Optional[str] = Field(None, max_length=40)
+    callback_url: Optional[str] = Field(None, max_length=2000,
+                                        description="POSTed a signed job.<status> event when the job ends.")
+    multitask: Literal["enqueue", "reject", "interrupt"] = Field(
+        "enqueue", description="When the session is busy: queue behind, refuse (409), or cancel the earlier job.")
+    wait: Optional[float] = Field(None, ge=0, le=60,
+                                  description="Seconds to wait for the reply: 200 with the job if it ends in time.")
+    timeout: Optional[int] = Field(None, ge=1, description="This job's deadline in seconds (within the server's cap).")
+
+
+class SyncIn(Schema):
+    agent_id: Optional[str] = Field(None, max_length=40)
+    user_id: Optional[int] = None
+    dry_run: bool = False
+    callback_url: Optional[str] = Field(None, max_length=2000)
+
+
+class JobAccepted(Schema):
+    job_id: str
+    status: str
+    session_id: Optional[str]
+    poll_url: str
+
+
+class JobError(Schema):
+    code: str
+    message: str
+
+
+class JobOut(Schema):
+    job_id: str
+    kind: str
+    status: str
+    agent_id: Optional[str]
+    session_id: Optional[str]
+    created_at: Optional[str]
+    started_at: Optional[str]
+    finished_at: Optional[str]
+    result: Optional[dict[str, Any]]
+    error: Optional[JobError]
+    attempts: int
+
+
+class JobList(Schema):
+    jobs: list[JobOut]
+    next: Optional[str]
+
+
+class InfoOut(Schema):
+    name: str
+    version: str
+    agno_version: str
+    enabled: bool
+    agent_count: int
+    queues: list[str]
+    pool: Optional[dict[str, Any]] = None

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
+
+from apps.chat.models import ChatMessage, ChatSession
+from apps.common import NotFound
+
+
+def session_get_owned(*, user: AbstractBaseUser, session_id: str) -> ChatSession:
+    session = ChatSession.objects.select_related("agent").filter(owner=user, public_id=session_id).first()
+    if session is None:
+        raise NotFound("session")
+    return session
+
+
+def session_list(*, user: AbstractBaseUser, agent_id: str | None = None) -> QuerySet[ChatSession]:
+    sessions = ChatSession.objects.select_related("agent").filter(owner=user)
+    if agent_id:
+        sessions = sessions.filter(agent__public_id=agent_id)
+    return sessions.order_by("-created_at", "-id")
+
+
+def session_messages(*, session: ChatSession, through_job_id: int | None = None) -> QuerySet[ChatMessage]:
+    """The transcript in conversation order: job by job (acceptance order), each
+    user turn before its reply. Messages accepted while an earlier one still ran
+    come after that one's reply, which is exactly the history each job runs on.
+
+    `through_job_id` gives the input of that job's run: the exchanges that
+    completed before it (a cancelled or failed message got no reply and is not
+    history), then its own user message."""
+    messages = ChatMessage.objects.filter(session=session).select_related("job")
+    if through_job_id is not None:
+        messages = (messages.filter(job_id__lte=through_job_id)
+                    .filter(Q(job__status="succeeded") | Q(job_id=through_job_id, role=ChatMessage.Role.USER)))
+    turn = Case(When(role=ChatMessage.Role.USER, then=Value(0)), default=Value(1), output_field=IntegerField())
+    return messages.annotate(turn=turn).order_by("job_id", "turn", "id")

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from apps.agents.models import Agent
+from apps.chat.models import ChatSession
+from apps.common import DomainError
+
+MAX_TITLE = 200
+
+
+def session_create(*, user: AbstractBaseUser, agent: Agent, title: str = "") -> ChatSession:
+    if len(title) > MAX_TITLE:
+        raise DomainError("invalid_input", f"title must be at most {MAX_TITLE} characters.")
+    return ChatSession.objects.create(owner=user, agent=agent, title=title.strip())

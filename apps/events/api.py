@@ -1,0 +1,89 @@
+"""Long-poll and Server-Sent Events for one job: thin views over apps.events."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from ninja import Router
+
+from apps.api.schemas import ErrorOut, JobOut
+from apps.common import DomainError
+from apps.events.models import JobEvent
+from apps.events.services import job_wait
+from apps.events.stream import job_event_stream
+from apps.jobs.models import Job
+from apps.jobs.presenters import job_to_dict
+from apps.jobs.selectors import job_get_owned
+
+router = Router(tags=["jobs"])
+ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 404, 503)}
+WAIT_MAX_SECONDS = 60.0
+
+
+def _enabled() -> None:
+    if not settings.AGENTOS_ENABLED:
+        raise DomainError("agentos_disabled", "The AgentOS integration is turned off (AGENTOS_ENABLED=False).",
+                          status=503)
+
+
+def _owned_job(request: HttpRequest, job_id: str) -> Job:
+    return job_get_owned(user=request.auth, job_id=job_id)  # type: ignore[attr-defined]
+
+
+def _last_event_id(request: HttpRequest, query_value: Optional[str]) -> int:
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None:
+        raw = query_value or ""
+    raw = raw.strip()
+    if not raw:
+        return 0
+    if not raw.isdigit() or len(raw) > 10:
+        raise DomainError("invalid_input", "Last-Event-ID must be an event id (a whole number of 0 or more).")
+    return int(raw)
+
+
+@router.get("jobs/{job_id}/wait/", response={200: JobOut, **ERRORS}, summary="Wait for a job to end",
+            description="Long-poll: answers with the job (the same JSON as `GET jobs/{job_id}/`) as soon as "
+                        "it is terminal, or once `timeout` seconds (0 < timeout <= 60, default 30) have "
+                        "passed. Both answers are 200: look at `status`, and call again while it is "
+                        "`queued` or `running`.")
+def jobs_wait(request: HttpRequest, job_id: str, timeout: float = 30) -> Any:
+    _enabled()
+    if not 0 < timeout <= WAIT_MAX_SECONDS:
+        raise DomainError("invalid_input", f"timeout must be more than 0 and at most {WAIT_MAX_SECONDS:g} seconds.")
+    job = _owned_job(request, job_id)
+    if not job.is_terminal:
+        job_wait(job_id=job.pk, timeout=timeout)
+        job = _owned_job(request, job_id)
+    return job_to_dict(job)
+
+
+_SSE_DOC = {"responses": {
+    200: {"description": "`text/event-stream`: one event per row (`id: <seq>`, `event: <type>`, "
+                         "`data: <json>`), then the stream follows the job and ends after its terminal event.",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    204: {"description": "The job has ended and the client has every event (tells EventSource to stop)."}}}
+
+
+@router.get("jobs/{job_id}/events/", response={**ERRORS}, summary="Stream a job's events (SSE)",
+            openapi_extra=_SSE_DOC,
+            description="Server-Sent Events. Replays the stored events after `Last-Event-ID` (header, or "
+                        "`last_event_id` in the query), then follows the job live: `job.queued`, "
+                        "`job.running`, progress events (`tool_call.started`, `tool_call.completed`, "
+                        "`content.delta`) and one terminal event (`job.succeeded`, `job.failed`, "
+                        "`job.cancelled`, `job.expired`), after which the stream closes. A `: keepalive` "
+                        "comment comes every 15 s; a stream lasts at most AGENTOS_SSE_MAX_SECONDS, then the "
+                        "client reconnects with Last-Event-ID and misses nothing.")
+def jobs_events(request: HttpRequest, job_id: str, last_event_id: Optional[str] = None) -> Any:
+    _enabled()
+    after = _last_event_id(request, last_event_id)
+    job = _owned_job(request, job_id)
+    # status read before the rows: an ended job's rows are all visible by then
+    if job.is_terminal and not JobEvent.objects.filter(job=job, seq__gt=after).exists():
+        return HttpResponse(status=204)
+    response = StreamingHttpResponse(job_event_stream(job=job, after_seq=after),
+                                     content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response

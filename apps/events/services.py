@@ -1,0 +1,139 @@
+"""Live job events (SSE, long-poll). Contract used by apps.jobs and workers:
+
+- `job_status_changed(*, job)`: called inside the transaction of every status
+  transition of `job` (queued, running, and each terminal state).
+- `job_event_append(*, job, type, data)`: any other event of a running job
+  (tool call started/ended, content delta), called by the worker.
+- `job_wait(*, job_id, timeout)`: block until the job is terminal or `timeout`
+  seconds pass, without busy-polling the database.
+
+Each event is a `JobEvent` row numbered 1, 2, 3… per job. The number is taken
+under a row lock on the job, held until commit, so numbers are gapless and
+commit in order: a reader that sees event n has already seen 1..n-1. After
+commit, `{"seq", "type"}` is published on the job's Redis channel; listeners
+treat it as a nudge and read the rows.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import DatabaseError, transaction
+from django.db.models import Max
+
+from apps.events.models import JobEvent
+from apps.events.pubsub import Subscription, publish
+from apps.jobs.models import Job
+from apps.jobs.presenters import job_to_dict
+
+logger = logging.getLogger(__name__)
+
+STATUS_TYPES = frozenset(f"job.{status}" for status in Job.Status.values)
+TERMINAL_TYPES = frozenset(f"job.{status}" for status in Job.TERMINAL)
+
+
+def recheck_seconds() -> float:
+    """How often a listener re-reads the database in case a publish was lost."""
+    return float(getattr(settings, "AGENTOS_EVENTS_RECHECK_SECONDS", 3.0))
+
+
+def _json_default(value: Any) -> Any:
+    try:
+        return DjangoJSONEncoder().default(value)
+    except TypeError:
+        return str(value)
+
+
+def _json_safe(data: dict[str, Any]) -> dict[str, Any]:
+    """What the JSON column will hold, decided now (a stray object becomes its str)."""
+    return json.loads(json.dumps(data, default=_json_default))
+
+
+def _lock_job_status(job_id: int) -> str | None:
+    return Job.objects.select_for_update().filter(pk=job_id).values_list("status", flat=True).first()
+
+
+def _record(*, job: Job, type: str, data: dict[str, Any]) -> JobEvent:
+    """Inside a transaction holding the job's row lock: the next event, published after commit."""
+    last = JobEvent.objects.filter(job_id=job.pk).aggregate(last=Max("seq"))["last"] or 0
+    event = JobEvent.objects.create(job_id=job.pk, seq=last + 1, type=type, data=_json_safe(data))
+    transaction.on_commit(partial(publish, public_id=job.public_id, seq=event.seq, type=type), robust=True)
+    return event
+
+
+def job_status_changed(*, job: Job) -> None:
+    """Record `job.<status>` (data: the job as the API shows it).
+
+    The claim calls this after its UPDATE has committed; if the row has moved
+    on since (a cancel got in between), the stale transition is not recorded,
+    so a terminal event is always a job's last."""
+    with transaction.atomic():
+        current = _lock_job_status(job.pk)
+        if current != job.status:
+            logger.info("job %s: %s event skipped, the job is now %s", job.public_id, job.status, current)
+            return
+        _record(job=job, type=f"job.{job.status}", data=job_to_dict(job))
+
+
+def job_created(*, job: Job) -> None:
+    """`job.queued`, written in the transaction that creates the job: nobody else
+    can see the job yet, so it is event 1 with no lock and no lookup."""
+    event = JobEvent.objects.create(job_id=job.pk, seq=1, type=f"job.{job.status}", data=_json_safe(job_to_dict(job)))
+    transaction.on_commit(partial(publish, public_id=job.public_id, seq=event.seq, type=event.type), robust=True)
+
+
+def job_event_append(*, job: Job, type: str, data: dict[str, Any]) -> None:
+    """Record a progress event of an unfinished job (`tool_call.started`, `content.delta`, …).
+
+    Best effort: a job that has already ended gets nothing after its terminal
+    event, and a database error is logged, not raised, so progress reporting
+    can never fail a run."""
+    if not type or len(type) > 64 or type in STATUS_TYPES:
+        raise ValueError(f"{type!r} is not a progress event type (status events come from job_status_changed)")
+    try:
+        with transaction.atomic():
+            current = _lock_job_status(job.pk)
+            if current is None or current in Job.TERMINAL:
+                return
+            _record(job=job, type=type, data=data)
+    except DatabaseError as exc:
+        logger.warning("job %s: %s event not recorded (%s)", job.public_id, type, exc)
+
+
+def job_events_since(*, job: Job, after_seq: int, limit: int | None = None) -> list[JobEvent]:
+    """The job's events numbered above `after_seq`, in order (at most `limit`)."""
+    events = JobEvent.objects.filter(job_id=job.pk, seq__gt=after_seq).order_by("seq")
+    return list(events[:limit] if limit is not None else events)
+
+
+def job_is_terminal(*, job_id: int) -> bool:
+    """True when the job has ended (or no longer exists)."""
+    return not Job.objects.filter(pk=job_id).exclude(status__in=Job.TERMINAL).exists()
+
+
+def job_wait(*, job_id: int, timeout: float) -> None:
+    """Block until the job is terminal or `timeout` seconds pass.
+
+    Subscribes first and only then reads the status, so an ending that
+    commits in between is still heard; re-reads the status every few seconds
+    in case a publish was lost (Redis is not the record)."""
+    public_id = Job.objects.filter(pk=job_id).values_list("public_id", flat=True).first()
+    if public_id is None:
+        return
+    deadline = time.monotonic() + max(0.0, timeout)
+    with Subscription(public_id) as subscription:
+        while True:
+            if job_is_terminal(job_id=job_id):
+                return
+            next_check = time.monotonic() + recheck_seconds()
+            while (left := min(deadline, next_check) - time.monotonic()) > 0:
+                message = subscription.wait(left)
+                if message is not None and message.get("type") in TERMINAL_TYPES:
+                    return
+            if time.monotonic() >= deadline:
+                return

@@ -1,0 +1,177 @@
+"""A job's life after acceptance: claim, lease, finish, fail, cancel.
+
+A job is claimed with a conditional UPDATE (zero rows means someone else has
+it, it must wait for an earlier message of its session, or it is past its
+deadline) and every ending is a write fenced on the claim's lease token, so a
+redelivered or duplicate task can never write a second reply. A running
+attempt renews its lease; when its worker dies the lease runs out and the
+sweeper hands the job to another worker.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any, Iterable
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
+
+from apps.chat.models import ChatMessage, ChatSession
+from apps.events.services import job_status_changed
+from apps.jobs.dispatch import job_dispatch
+from apps.jobs.models import Job
+from apps.webhooks.services import webhook_outbox_for_job
+
+logger = logging.getLogger(__name__)
+
+
+def ended(*, job_id: int) -> Job:
+    """Inside the transaction that ended a job: its event, its webhook outbox row,
+    and (after commit) the next message of its session."""
+    job = Job.objects.select_related("agent", "session").get(pk=job_id)
+    job_status_changed(job=job)
+    webhook_outbox_for_job(job=job)
+    transaction.on_commit(lambda: job_dispatch_next_in_session(job_id=job_id))
+    return job
+
+
+def earlier_unfinished_in_session() -> Exists:
+    return Exists(Job.objects.filter(session=OuterRef("session"), id__lt=OuterRef("id"),
+                                     kind=Job.Kind.MESSAGE).exclude(status__in=Job.TERMINAL))
+
+
+def _claimable(now: Any) -> Q:
+    return Q(status=Job.Status.QUEUED) | Q(status=Job.Status.RUNNING, lease_expires_at__lt=now)
+
+
+def job_claim(*, job_id: int, worker: str) -> Job | None:
+    """queued (or running with an expired lease) -> running, for one attempt.
+
+    Returns None when the job is finished, held by a live attempt, must wait
+    for an earlier message of its session, is past its deadline, or is out of
+    attempts (the last two end it)."""
+    now = timezone.now()
+    token = uuid.uuid4().hex
+    with transaction.atomic():  # the claim and its `job.running` event commit together
+        updated = (Job.objects.filter(_claimable(now), pk=job_id, attempts__lt=settings.AGENTOS_MAX_ATTEMPTS,
+                                      cancel_requested_at__isnull=True)
+                   .exclude(deadline_at__lt=now)
+                   .exclude(earlier_unfinished_in_session())
+                   .update(status=Job.Status.RUNNING, lease_token=token, worker=worker[:200],
+                           lease_expires_at=now + timedelta(seconds=settings.AGENTOS_LEASE_SECONDS),
+                           started_at=now, attempts=F("attempts") + 1))
+        if updated == 1:
+            job = Job.objects.select_related("agent", "session", "owner").get(pk=job_id)
+            job_status_changed(job=job)
+            return job
+    _end_unclaimable(job_id=job_id, now=now)
+    return None
+
+
+@transaction.atomic
+def _end_unclaimable(*, job_id: int, now: Any) -> None:
+    """A job nobody may run any more ends here: cancelled, expired or out of attempts."""
+    endings = (
+        (Q(cancel_requested_at__isnull=False), Job.Status.CANCELLED, "cancelled", "Cancelled by the client."),
+        (Q(deadline_at__lt=now), Job.Status.EXPIRED, "deadline_exceeded",
+         "The job did not finish before its deadline."),
+        (Q(attempts__gte=settings.AGENTOS_MAX_ATTEMPTS), Job.Status.FAILED, "attempts_exhausted",
+         f"Gave up after {settings.AGENTOS_MAX_ATTEMPTS} attempts (its worker was lost each time)."),
+    )
+    for condition, status, code, message in endings:
+        if Job.objects.filter(_claimable(now), condition, pk=job_id).update(
+                status=status, error_code=code, error_message=message, finished_at=now, lease_token="",
+                lease_expires_at=None):
+            logger.warning("job %s: ended %s without running", job_id, status)
+            ended(job_id=job_id)
+            return
+
+
+def job_leases_renew(*, leases: Iterable[tuple[int, str]]) -> list[int]:
+    """Extend the leases of running attempts; returns the ids that must stop
+    (cancel requested, expired, or taken over by another attempt)."""
+    pairs = list(leases)
+    if not pairs:
+        return []
+    match = Q()
+    for job_id, token in pairs:
+        match |= Q(pk=job_id, lease_token=token)
+    Job.objects.filter(match, status=Job.Status.RUNNING).update(
+        lease_expires_at=timezone.now() + timedelta(seconds=settings.AGENTOS_LEASE_SECONDS))
+    tokens = dict(pairs)
+    rows = Job.objects.filter(pk__in=tokens).values_list("pk", "status", "lease_token", "cancel_requested_at")
+    return [pk for pk, status, token, cancel_at in rows
+            if status != Job.Status.RUNNING or token != tokens[pk] or cancel_at is not None]
+
+
+def _fenced(job: Job) -> Any:
+    return Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, lease_token=job.lease_token)
+
+
+@transaction.atomic
+def job_succeed_message(*, job: Job, content: str, tool_calls: list[dict[str, Any]],
+                        metrics: dict[str, Any]) -> ChatMessage | None:
+    """Write the reply and finish the job in one transaction, fenced on the lease.
+
+    Returns None (and writes nothing) when this attempt no longer holds the job,
+    or when a cancel arrived while it ran (then the job ends cancelled)."""
+    if _fenced(job).filter(cancel_requested_at__isnull=False).exists():
+        job_cancelled(job=job)
+        return None
+    reply = ChatMessage(session_id=job.session_id, role=ChatMessage.Role.ASSISTANT, content=content,
+                        tool_calls=tool_calls, metrics=metrics, job=job)
+    result = {"message_id": reply.public_id, "content": content, "tool_calls": tool_calls, "metrics": metrics}
+    now = timezone.now()
+    if _fenced(job).update(status=Job.Status.SUCCEEDED, result=result, finished_at=now,
+                           lease_expires_at=None) != 1:
+        logger.info("job %s: attempt lost its lease; reply dropped", job.public_id)
+        return None
+    reply.save()
+    ChatSession.objects.filter(pk=job.session_id).update(updated_at=now)
+    ended(job_id=job.pk)
+    return reply
+
+
+@transaction.atomic
+def job_succeed(*, job: Job, result: dict[str, Any]) -> bool:
+    """Finish a job that writes no chat reply (sync, ingest), fenced on the lease."""
+    done = _fenced(job).update(status=Job.Status.SUCCEEDED, result=result, finished_at=timezone.now(),
+                               lease_expires_at=None)
+    if done:
+        ended(job_id=job.pk)
+    return done == 1
+
+
+@transaction.atomic
+def job_fail(*, job: Job, code: str, message: str) -> bool:
+    """Fenced like success: only the attempt holding the job may fail it."""
+    failed = _fenced(job).update(status=Job.Status.FAILED, error_code=code[:64], error_message=message[:4000],
+                                 finished_at=timezone.now(), lease_expires_at=None)
+    if failed:
+        ended(job_id=job.pk)
+    return failed == 1
+
+
+@transaction.atomic
+def job_cancelled(*, job: Job) -> bool:
+    """The running attempt stopped at a safe point after a cancel: no reply."""
+    stopped = _fenced(job).update(status=Job.Status.CANCELLED, error_code="cancelled",
+                                  error_message="Cancelled by the client.", finished_at=timezone.now(),
+                                  lease_expires_at=None)
+    if stopped:
+        ended(job_id=job.pk)
+    return stopped == 1
+
+
+def job_dispatch_next_in_session(*, job_id: int) -> None:
+    """After a message job ends, start the next one waiting in its session."""
+    job = Job.objects.filter(pk=job_id).only("session_id", "kind").first()
+    if job is None or job.session_id is None:
+        return
+    successor = (Job.objects.filter(session_id=job.session_id, id__gt=job_id, kind=Job.Kind.MESSAGE,
+                                    status=Job.Status.QUEUED).order_by("id").only("id", "kind").first())
+    if successor is not None:
+        job_dispatch(job_id=successor.pk, kind=successor.kind)

@@ -1,0 +1,130 @@
+"""Accepting and cancelling jobs: what the API does to the job table.
+
+The worker side of a job's life is in apps.jobs.lifecycle; the sweeper that
+re-sends lost work is in apps.jobs.sweeper.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from apps.agents.models import Agent
+from apps.chat.models import ChatMessage, ChatSession
+from apps.chat.services import session_create
+from apps.common import DomainError, public_id
+from apps.events.services import job_created, job_status_changed
+from apps.jobs.dispatch import job_dispatch_on_commit
+from apps.jobs.lifecycle import ended
+from apps.jobs.models import Job
+
+MULTITASK = ("enqueue", "reject", "interrupt")
+
+
+def _validate_message(message: object) -> str:
+    if not isinstance(message, str) or not message.strip():
+        raise DomainError("invalid_input", "message must be a non-empty string.")
+    limit = settings.AGENTOS_MAX_MESSAGE_CHARS
+    if len(message) > limit:
+        raise DomainError("message_too_long", f"message is longer than {limit} characters.", status=413)
+    if "\x00" in message:
+        raise DomainError("invalid_input", "message must not contain NUL characters.")
+    return message
+
+
+def job_deadline(timeout: int | None) -> timedelta:
+    if timeout is None:
+        return timedelta(seconds=settings.AGENTOS_JOB_TIMEOUT)
+    cap = settings.AGENTOS_JOB_TIMEOUT_MAX
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= cap:
+        raise DomainError("invalid_timeout", f"timeout must be a whole number of seconds from 1 to {cap}.")
+    return timedelta(seconds=timeout)
+
+
+@transaction.atomic
+def message_send(*, user: AbstractBaseUser, agent: Agent, message: str, session: ChatSession | None = None,
+                 callback_url: str = "", multitask: str = "enqueue", timeout: int | None = None) -> Job:
+    """Accept a message: the user's message and its job are written together,
+    and the job is published only after the transaction commits.
+
+    `multitask` says what to do when the session is busy with an earlier message:
+    `enqueue` it behind that one, `reject` it (409 session_busy), or `interrupt`
+    (cancel the earlier ones, then run this)."""
+    from apps.webhooks.services import callback_url_validate
+
+    _validate_message(message)
+    if multitask not in MULTITASK:
+        raise DomainError("invalid_multitask", f"multitask must be one of {', '.join(MULTITASK)}.")
+    deadline = job_deadline(timeout)
+    if callback_url:
+        callback_url_validate(url=callback_url)
+    created = session is None
+    if session is None:
+        session = session_create(user=user, agent=agent, title=message.strip()[:80])
+    elif session.agent_id != agent.pk:
+        raise DomainError("session_agent_mismatch", "that session belongs to another agent.", status=409)
+    else:
+        # one sender at a time per session: the busy check and the insert must not interleave
+        ChatSession.objects.select_for_update().filter(pk=session.pk).first()
+        _apply_multitask(session=session, multitask=multitask)
+    now = timezone.now()
+    message_id = public_id("msg")
+    job = Job.objects.create(owner=user, kind=Job.Kind.MESSAGE, agent=agent, session=session,
+                             callback_url=callback_url, deadline_at=now + deadline, input={"message_id": message_id})
+    ChatMessage.objects.create(public_id=message_id, session=session, role=ChatMessage.Role.USER, content=message,
+                               job=job)
+    if not created:
+        ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
+    job_created(job=job)
+    job_dispatch_on_commit(job=job)
+    return job
+
+
+def _apply_multitask(*, session: ChatSession, multitask: str) -> None:
+    busy = Job.objects.filter(session=session, kind=Job.Kind.MESSAGE).exclude(status__in=Job.TERMINAL)
+    if multitask == "enqueue" or not busy.exists():
+        return
+    if multitask == "reject":
+        raise DomainError("session_busy", "The session is still answering an earlier message.", status=409)
+    for job in busy.order_by("id"):
+        job_cancel(job=job)
+
+
+@transaction.atomic
+def job_cancel(*, job: Job) -> Job:
+    """A queued job never starts; a running one stops at its next safe point and
+    writes no reply; a finished one cannot be cancelled (409 job_finished)."""
+    now = timezone.now()
+    locked = Job.objects.select_for_update().get(pk=job.pk)
+    if locked.is_terminal:
+        raise DomainError("job_finished", f"The job already ended {locked.status}.", status=409)
+    if locked.status == Job.Status.QUEUED:
+        Job.objects.filter(pk=job.pk).update(status=Job.Status.CANCELLED, cancel_requested_at=now,
+                                             error_code="cancelled", error_message="Cancelled by the client.",
+                                             finished_at=now)
+        return ended(job_id=job.pk)
+    if locked.cancel_requested_at is None:
+        Job.objects.filter(pk=job.pk).update(cancel_requested_at=now)
+    return Job.objects.select_related("agent", "session").get(pk=job.pk)
+
+
+@transaction.atomic
+def sync_job_create(*, user: AbstractBaseUser, agent_id: str | None = None, user_id: int | None = None,
+                    dry_run: bool = False, callback_url: str = "") -> Job:
+    """Queue an agent sync (queue `sync`); it is a job like any other: poll, wait, events, webhook."""
+    from apps.agents.sync import agents_for_sync
+    from apps.webhooks.services import callback_url_validate
+
+    agents_for_sync(user_id=user_id, agent_id=agent_id)  # refuse an unknown agent now, not in the worker
+    if callback_url:
+        callback_url_validate(url=callback_url)
+    now = timezone.now()
+    job = Job.objects.create(owner=user, kind=Job.Kind.SYNC, callback_url=callback_url,
+                             input={"agent_id": agent_id, "user_id": user_id, "dry_run": dry_run},
+                             deadline_at=now + timedelta(seconds=settings.AGENTOS_JOB_TIMEOUT))
+    job_status_changed(job=job)
+    job_dispatch_on_commit(job=job)
+    return job

@@ -1,0 +1,57 @@
+"""The sweeper (Celery beat, every AGENTOS_SWEEP_INTERVAL seconds).
+
+PostgreSQL is the source of truth and Redis may lose everything, so this is
+what makes "no accepted job is lost" hold: it re-sends jobs whose broker
+message was lost, hands jobs whose worker died (lease ran out) to another
+worker, and ends jobs past their deadline. Running it twice is harmless:
+claims let exactly one attempt through.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.jobs.dispatch import job_dispatch
+from apps.jobs.lifecycle import earlier_unfinished_in_session, ended
+from apps.jobs.models import IdempotencyRecord, Job
+
+BATCH = 1000
+
+
+def jobs_sweep(*, now: Any = None) -> dict[str, int]:
+    now = now or timezone.now()
+    expired = _expire_overdue(now=now)
+    stale = now - timedelta(seconds=settings.AGENTOS_REQUEUE_AFTER)
+    # queued and never published, or published long ago: the message was lost
+    lost = Job.objects.filter(status=Job.Status.QUEUED).filter(
+        Q(enqueued_at__isnull=True, created_at__lt=stale) | Q(enqueued_at__lt=stale))
+    # running under a lease that ran out: the worker died mid-run
+    orphaned = Job.objects.filter(status=Job.Status.RUNNING, lease_expires_at__lt=now)
+    resent = 0
+    for job in list(lost.exclude(earlier_unfinished_in_session()).only("id", "kind")[:BATCH]) + list(
+            orphaned.only("id", "kind")[:BATCH]):
+        resent += job_dispatch(job_id=job.pk, kind=job.kind)
+    forgotten, _ = IdempotencyRecord.objects.filter(
+        created_at__lt=now - timedelta(seconds=settings.AGENTOS_IDEMPOTENCY_TTL)).delete()
+    return {"resent": resent, "expired": expired, "idempotency_keys_forgotten": forgotten}
+
+
+def _expire_overdue(*, now: Any) -> int:
+    overdue = list(Job.objects.filter(deadline_at__lt=now).exclude(status__in=Job.TERMINAL)
+                   .values_list("pk", flat=True)[:BATCH])
+    count = 0
+    for job_id in overdue:
+        with transaction.atomic():
+            # a running attempt's final write is fenced on status=running, so it writes nothing now
+            if Job.objects.filter(pk=job_id).exclude(status__in=Job.TERMINAL).update(
+                    status=Job.Status.EXPIRED, error_code="deadline_exceeded", finished_at=now,
+                    error_message="The job did not finish before its deadline.", cancel_requested_at=now,
+                    lease_expires_at=None):
+                ended(job_id=job_id)
+                count += 1
+    return count

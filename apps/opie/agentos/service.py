@@ -1,0 +1,135 @@
+"""`AgentOSService(user)`: the seed's Python API, and the one path the REST API,
+the web UI and the management commands use. Every method is RBAC-scoped to
+`user`; another user's objects raise NotFound."""
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+
+import agno
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q, QuerySet
+
+from apps.agents.broadcast import pool_stats
+from apps.agents.presenters import agent_to_dict
+from apps.agents.selectors import agent_get_owned, agent_get_visible, agent_list_visible
+from apps.agents.services import agent_create, agent_delete, agent_update
+from apps.chat.presenters import session_detail_to_dict, session_to_dict
+from apps.chat.selectors import session_get_owned, session_list, session_messages
+from apps.chat.services import session_create
+from apps.common import DomainError, NotFound
+from apps.jobs.presenters import job_to_dict
+from apps.jobs.selectors import job_get_owned, job_list
+from apps.jobs.services import job_cancel, message_send, sync_job_create
+
+OPIE_VERSION = "0.1.0"
+QUEUES = ["agents", "sync", "knowledge", "webhooks"]
+
+
+def _encode_cursor(created_at: datetime, pk: int) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{pk}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        stamp, pk = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(stamp), int(pk)
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        raise DomainError("invalid_cursor", "cursor is not one this API returned.") from exc
+
+
+def _page(rows: QuerySet[Any], cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
+    """Newest first, keyed on (created_at, id) so pages never skip or repeat."""
+    rows = rows.order_by("-created_at", "-id")
+    if cursor:
+        stamp, pk = _decode_cursor(cursor)
+        rows = rows.filter(Q(created_at__lt=stamp) | Q(created_at=stamp, id__lt=pk))
+    page = list(rows[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    return page, (_encode_cursor(page[-1].created_at, page[-1].pk) if more and page else None)
+
+
+class AgentOSService:
+    def __init__(self, user: AbstractBaseUser) -> None:
+        self.user = user
+
+    # info
+    def info(self) -> dict[str, Any]:
+        info = {"name": "Opie AgentOS", "version": OPIE_VERSION,
+                "agno_version": getattr(agno, "__version__", "3.1.10"), "enabled": settings.AGENTOS_ENABLED,
+                "agent_count": agent_list_visible(user=self.user).count(), "queues": QUEUES}
+        if getattr(self.user, "is_staff", False):
+            info["pool"] = pool_stats()  # per worker: hits, misses, builds, evictions, in flight
+        return info
+
+    # agents
+    def get_available_agents(self) -> list[dict[str, Any]]:
+        agents = agent_list_visible(user=self.user).select_related("owner")
+        return [agent_to_dict(agent, viewer=self.user) for agent in agents]
+
+    def get_agent(self, agent_id: str) -> dict[str, Any]:
+        return agent_to_dict(agent_get_visible(user=self.user, agent_id=agent_id), viewer=self.user)
+
+    def create_agent(self, **fields: Any) -> dict[str, Any]:
+        return agent_to_dict(agent_create(owner=self.user, **fields), viewer=self.user)
+
+    def update_agent(self, agent_id: str, **changes: Any) -> dict[str, Any]:
+        agent = self._owned_agent(agent_id)
+        return agent_to_dict(agent_update(agent=agent, **changes), viewer=self.user)
+
+    def delete_agent(self, agent_id: str) -> None:
+        agent_delete(agent=self._owned_agent(agent_id))
+
+    def _owned_agent(self, agent_id: str) -> Any:
+        try:
+            return agent_get_owned(user=self.user, agent_id=agent_id)
+        except NotFound:
+            agent_get_visible(user=self.user, agent_id=agent_id)  # invisible: stays a 404
+            raise DomainError("not_owner", "Only the agent's owner may change it.", status=403) from None
+
+    # sessions
+    def create_session(self, agent_id: str, title: str = "") -> dict[str, Any]:
+        agent = agent_get_visible(user=self.user, agent_id=agent_id)
+        return session_to_dict(session_create(user=self.user, agent=agent, title=title))
+
+    def list_sessions(self, *, agent_id: str | None = None, cursor: str | None = None,
+                      limit: int = 20) -> dict[str, Any]:
+        page, after = _page(session_list(user=self.user, agent_id=agent_id), cursor, limit)
+        return {"sessions": [session_to_dict(s) for s in page], "next": after}
+
+    def get_session(self, session_id: str) -> dict[str, Any]:
+        session = session_get_owned(user=self.user, session_id=session_id)
+        return session_detail_to_dict(session, session_messages(session=session))
+
+    # messages and jobs
+    def send_message(self, agent_id: str, message: str, session_id: str | None = None, *,
+                     callback_url: str = "", multitask: str = "enqueue",
+                     timeout: int | None = None) -> dict[str, Any]:
+        agent = agent_get_visible(user=self.user, agent_id=agent_id)
+        session = session_get_owned(user=self.user, session_id=session_id) if session_id else None
+        job = message_send(user=self.user, agent=agent, message=message, session=session,
+                           callback_url=callback_url, multitask=multitask, timeout=timeout)
+        return {"job_id": job.public_id, "status": job.status, "session_id": job.session.public_id,
+                "poll_url": f"/api/v1/agentos/jobs/{job.public_id}/"}
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return job_to_dict(job_get_owned(user=self.user, job_id=job_id))
+
+    def list_jobs(self, *, status: str | None = None, kind: str | None = None, agent_id: str | None = None,
+                  session_id: str | None = None, cursor: str | None = None, limit: int = 20) -> dict[str, Any]:
+        jobs = job_list(user=self.user, status=status, kind=kind, agent_id=agent_id, session_id=session_id)
+        page, after = _page(jobs, cursor, limit)
+        return {"jobs": [job_to_dict(j) for j in page], "next": after}
+
+    def start_sync(self, *, agent_id: str | None = None, user_id: int | None = None, dry_run: bool = False,
+                   callback_url: str = "") -> dict[str, Any]:
+        job = sync_job_create(user=self.user, agent_id=agent_id, user_id=user_id, dry_run=dry_run,
+                              callback_url=callback_url)
+        return job_to_dict(job)
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return job_to_dict(job_cancel(job=job_get_owned(user=self.user, job_id=job_id)))

@@ -1,0 +1,200 @@
+"""Outbound webhooks (Standard Webhooks), delivered from a schedule in PostgreSQL.
+
+`webhook_outbox_for_job` writes the delivery row inside the transaction that
+ends the job (an outbox: it cannot be lost between commit and scheduling).
+Each attempt claims its row with a conditional UPDATE, signs with the
+owner's current secret, POSTs without following redirects, and records a
+WebhookAttempt; failures are rescheduled by `next_attempt_at`, which beat's
+dispatcher reads, so retries survive restarts and a Redis that lost
+everything. The same webhook-id is sent on every attempt.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from datetime import datetime, timedelta, timezone as dt_timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from apps.common import DomainError
+from apps.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSecret, new_secret
+from apps.webhooks.ssrf import BlockedAddress, resolve_checked
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SCHEDULE = "0,5,300,1800,7200,18000,36000,50400,72000,86400"
+MAX_RETRY_AFTER = 86400
+USER_AGENT = "Opie-Webhooks/1"
+
+
+def retry_schedule() -> list[float]:
+    """Seconds before attempt 1, 2, ...: Standard Webhooks' example schedule by default."""
+    raw = os.environ.get("AGENTOS_WEBHOOK_RETRY_SCHEDULE", DEFAULT_SCHEDULE)
+    return [float(part) for part in raw.split(",") if part.strip()]
+
+
+def request_timeout() -> float:
+    return float(os.environ.get("AGENTOS_WEBHOOK_TIMEOUT", "15"))
+
+
+def callback_url_validate(*, url: str) -> None:
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if (parts is None or len(url) > 2000 or parts.scheme not in ("http", "https") or not parts.hostname
+            or parts.username or parts.password):
+        raise DomainError("invalid_callback_url",
+                          "callback_url must be an http(s) URL with a host and no credentials, at most 2000 chars.")
+
+
+def _event(job: Any) -> dict[str, Any]:
+    from apps.jobs.presenters import job_to_dict
+
+    return {"type": f"job.{job.status}", "timestamp": timezone.now().isoformat(), "data": job_to_dict(job)}
+
+
+def webhook_outbox_for_job(*, job: Any) -> None:
+    """Inside the transaction that ended `job`: its delivery row, sent after commit."""
+    if not job.callback_url:
+        return
+    delivery = WebhookDelivery.objects.create(job=job, owner_id=job.owner_id, event_type=f"job.{job.status}",
+                                              url=job.callback_url, payload=_event(job),
+                                              next_attempt_at=timezone.now())
+    transaction.on_commit(lambda: webhook_send_now(delivery_id=delivery.pk))
+
+
+def webhook_send_now(*, delivery_id: int) -> None:
+    from workers.webhook_tasks import deliver_webhook_task
+
+    try:
+        deliver_webhook_task.delay(delivery_id)
+    except Exception:  # the broker is down: beat's dispatcher will find the due row
+        logger.warning("delivery %s: publish failed; the dispatcher will send it", delivery_id, exc_info=True)
+
+
+def webhook_secret_get_or_create(*, user: AbstractBaseUser) -> str:
+    secret, _ = WebhookSecret.objects.get_or_create(user=user)
+    return secret.secret
+
+
+def webhook_secret_rotate(*, user: AbstractBaseUser) -> str:
+    secret, created = WebhookSecret.objects.get_or_create(user=user)
+    if not created:
+        secret.secret, secret.rotated_at = new_secret(), timezone.now()
+        secret.save(update_fields=["secret", "rotated_at"])
+    return secret.secret
+
+
+def signed_headers(*, secret: str, webhook_id: str, body: str, at: datetime | None = None) -> dict[str, str]:
+    from standardwebhooks.webhooks import Webhook
+
+    at = at or datetime.now(tz=dt_timezone.utc)
+    return {"webhook-id": webhook_id, "webhook-timestamp": str(int(at.timestamp())),
+            "webhook-signature": Webhook(secret).sign(webhook_id, at, body)}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(tz=dt_timezone.utc)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, min(seconds, MAX_RETRY_AFTER))
+
+
+def _claim(delivery_id: int) -> WebhookDelivery | None:
+    now = timezone.now()
+    claimed = WebhookDelivery.objects.filter(pk=delivery_id, status=WebhookDelivery.Status.PENDING,
+                                             next_attempt_at__lte=now).update(
+        status=WebhookDelivery.Status.DELIVERING, claimed_at=now)
+    return WebhookDelivery.objects.select_related("owner").get(pk=delivery_id) if claimed else None
+
+
+def _post(delivery: WebhookDelivery) -> tuple[int | None, str, str, float | None, bool]:
+    """One HTTP attempt: (status code, error, response excerpt, retry-after, final)."""
+    body = json.dumps(delivery.payload, separators=(",", ":"))
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+               **signed_headers(secret=webhook_secret_get_or_create(user=delivery.owner),
+                                webhook_id=delivery.webhook_id, body=body)}
+    try:
+        target, extra = resolve_checked(delivery.url)
+    except BlockedAddress as exc:
+        return None, f"ssrf_blocked: {exc}", "", None, True
+    try:
+        response = httpx.post(target, content=body.encode(), headers={**headers, **extra},
+                              timeout=request_timeout(), follow_redirects=False)
+    except httpx.HTTPError as exc:
+        return None, f"{exc.__class__.__name__}: {exc}"[:1000], "", None, False
+    excerpt = response.text[:1000]
+    if 200 <= response.status_code < 300:
+        return response.status_code, "", excerpt, None, True
+    if response.status_code == 410:
+        return response.status_code, "410 Gone: the receiver asked us to stop", excerpt, None, True
+    return response.status_code, f"HTTP {response.status_code}", excerpt, _retry_after(response), False
+
+
+def webhook_deliver(*, delivery_id: int) -> str:
+    """One attempt. Returns delivered | retrying | failed | skipped."""
+    delivery = _claim(delivery_id)
+    if delivery is None:
+        return "skipped"
+    started, clock = timezone.now(), time.perf_counter()
+    status_code, error, excerpt, retry_after, final = _post(delivery)
+    duration_ms = round((time.perf_counter() - clock) * 1000, 3)
+    number = delivery.attempt_count + 1
+    schedule = retry_schedule()
+    delivered = not error
+    next_at = None
+    if not delivered and not final and number < len(schedule):
+        delay = schedule[number] * random.uniform(0.9, 1.1)
+        next_at = timezone.now() + timedelta(seconds=max(delay, retry_after or 0))
+    with transaction.atomic():
+        WebhookAttempt.objects.create(delivery=delivery, number=number, started_at=started, duration_ms=duration_ms,
+                                      status_code=status_code, error=error, response_excerpt=excerpt,
+                                      next_retry_at=next_at)
+        outcome = ("delivered" if delivered else "retrying" if next_at else "failed")
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(
+            attempt_count=number, last_status_code=status_code, last_error=error, next_attempt_at=next_at,
+            status={"delivered": WebhookDelivery.Status.DELIVERED, "retrying": WebhookDelivery.Status.PENDING,
+                    "failed": WebhookDelivery.Status.FAILED}[outcome],
+            delivered_at=timezone.now() if delivered else None)
+    logger.info("delivery %s attempt %d: %s %s", delivery.public_id, number, outcome, error or status_code)
+    return outcome
+
+
+def webhooks_due(*, now: datetime | None = None) -> list[int]:
+    """Deliveries to send now; ones stuck mid-attempt (worker died) go back to pending first."""
+    now = now or timezone.now()
+    stuck_before = now - timedelta(seconds=2 * request_timeout() + 5)
+    WebhookDelivery.objects.filter(status=WebhookDelivery.Status.DELIVERING, claimed_at__lt=stuck_before).update(
+        status=WebhookDelivery.Status.PENDING, next_attempt_at=now)
+    return list(WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now)
+                .order_by("next_attempt_at").values_list("pk", flat=True)[:500])
+
+
+def webhook_redeliver(*, job: Any) -> WebhookDelivery:
+    """Send the job's event again, with the original webhook-id so receivers can dedupe."""
+    if not job.is_terminal:
+        raise DomainError("job_not_finished", "The job has not ended; there is nothing to deliver yet.", status=409)
+    if not job.callback_url:
+        raise DomainError("no_callback_url", "The job has no callback_url.", status=409)
+    original = WebhookDelivery.objects.filter(job=job).order_by("id").first()
+    with transaction.atomic():
+        delivery = WebhookDelivery.objects.create(
+            job=job, owner_id=job.owner_id, event_type=f"job.{job.status}", url=job.callback_url,
+            payload=original.payload if original else _event(job), next_attempt_at=timezone.now(),
+            **({"webhook_id": original.webhook_id} if original else {}))
+        transaction.on_commit(lambda: webhook_send_now(delivery_id=delivery.pk))
+    return delivery

@@ -1,0 +1,402 @@
+"""Run every benchmark scenario in one go: `python -m bench [--quick]`.
+
+Everything runs on this machine against its own embedded PostgreSQL and Redis
+under var/bench (never the development data): gunicorn as in the Procfile,
+Opie's threads worker, the naive prefork worker, and agno's own AgentOS.
+Prints a table, writes bench/results/latest.json and latest.png, and
+docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var" / "bench"
+RESULTS = ROOT / "bench" / "results"
+PY = sys.executable
+ENV = {**os.environ, "OPIE_VAR_DIR": str(VAR), "DJANGO_SETTINGS_MODULE": "config.settings",
+       "AGENTOS_RATE_LIMIT_PER_MINUTE": "0", "AGNO_TELEMETRY": "false", "AGENTOS_POOL_PREWARM": "0",
+       "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+for _name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
+    ENV.pop(_name, None)
+os.environ.clear()
+os.environ.update(ENV)
+
+PROCS: list[subprocess.Popen[bytes]] = []
+
+
+def say(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def start(name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    (VAR / "logs").mkdir(parents=True, exist_ok=True)
+    log = open(VAR / "logs" / f"{name}.log", "wb")
+    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    PROCS.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def stop_all() -> None:
+    for proc in PROCS:
+        stop(proc)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} never answered")
+
+
+def worker(name: str, queues: str, pool: str, concurrency: int, app: str = "celery_app") -> subprocess.Popen[bytes]:
+    proc = start(name, [PY, "-m", "celery", "-A", app, "worker", "--pool", pool, "--concurrency", str(concurrency),
+                        "-Q", queues, "-n", f"{name}@bench", "--without-mingle", "--without-gossip",
+                        "--loglevel", "WARNING"])
+    from celery_app import app as celery
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if celery.control.ping(destination=[f"{name}@bench"], timeout=0.5):
+            return proc
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker {name} exited; see {VAR / 'logs' / (name + '.log')}")
+    raise RuntimeError(f"worker {name} not ready")
+
+
+def loadgen(mode: str, url: str, agent: str, count: int, *, token: str = "", rate: float = 0,
+            connections: int = 64) -> dict[str, Any]:
+    out = subprocess.run([PY, "-m", "bench.loadgen", mode, "--url", url, "--token", token, "--agent", agent,
+                          "--count", str(count), "--rate", str(rate), "--connections", str(connections)],
+                         cwd=ROOT, env=ENV, capture_output=True, check=True)
+    return json.loads(out.stdout)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
+
+
+def wait_jobs(job_ids: list[str], timeout: float) -> list[Any]:
+    from apps.jobs.models import Job
+
+    deadline = time.monotonic() + timeout
+    while Job.objects.filter(public_id__in=job_ids).exclude(status__in=Job.TERMINAL).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("jobs did not finish in time")
+        time.sleep(0.2)
+    return list(Job.objects.filter(public_id__in=job_ids))
+
+
+def purge_queues() -> None:
+    from celery_app import app as celery
+
+    with celery.connection_for_write() as conn:
+        for queue in ("agents", "naive"):
+            try:
+                conn.default_channel.queue_purge(queue)
+            except Exception:
+                pass
+
+
+def setup() -> dict[str, Any]:
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from apps.accounts.services import api_token_create
+    from apps.agents.models import Agent
+    from apps.agents.services import agent_create
+
+    say(f"migrating the bench database under {VAR}")
+    call_command("migrate", verbosity=0)
+    user, _ = get_user_model().objects.get_or_create(username="bench")
+    token = api_token_create(user=user, name="bench")[1]
+    Agent.objects.filter(owner=user).delete()
+    echo = agent_create(owner=user, name="echo", tools=["calculator"])
+    slow = agent_create(owner=user, name="slow", model_options={"latency_ms": 1000})
+    # what a real agent costs to build: a provider client and tools (no request is made)
+    real = agent_create(owner=user, name="openai", model_provider="openai", model_id="gpt-4o-mini",
+                        tools=["calculator", "current_time"], instructions="Be helpful.")
+    for i in range(200):
+        Agent.objects.create(owner=user, name=f"pool-{i}", model_provider="openai", model_id="gpt-4o-mini",
+                             tools=["calculator", "current_time"])
+    return {"user": user, "token": token, "echo": echo.public_id, "slow": slow.public_id, "real": real.public_id}
+
+
+def scenario_enqueue(base: str, ctx: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+    rows = []
+    duration = 3 if quick else 10
+    for rate in (100, 300):
+        say(f"1. enqueue latency at {rate} req/s for {duration} s (open loop)")
+        result = loadgen("opie", base, ctx["echo"], rate * duration, token=ctx["token"], rate=rate, connections=256)
+        lat = result["latencies_ms"]
+        errors = sum(v for k, v in result["statuses"].items() if k != "202")
+        rows.append({"rate": rate, "requests": len(lat), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
+                     "p99_ms": pct(lat, 99), "errors": errors})
+    return rows
+
+
+def scenario_overhead(base: str, ctx: dict[str, Any], quick: bool) -> dict[str, Any]:
+    count = 30 if quick else 100
+    say(f"2. orchestration overhead: {count} echo jobs at 5 req/s")
+    result = loadgen("opie", base, ctx["echo"], count, token=ctx["token"], rate=5, connections=8)
+    jobs = wait_jobs(result["job_ids"], 60)
+    total = [(j.finished_at - j.created_at).total_seconds() * 1000 for j in jobs]
+    queue = [(j.started_at - j.created_at).total_seconds() * 1000 for j in jobs]
+    work = [(j.finished_at - j.started_at).total_seconds() * 1000 for j in jobs]
+    model = [j.result["metrics"]["duration_ms"] for j in jobs]
+    return {"jobs": len(jobs), "p50_ms": pct(total, 50), "p99_ms": pct(total, 99),
+            "api_p50_ms": pct(result["latencies_ms"], 50), "queue_wait_p50_ms": pct(queue, 50),
+            "worker_p50_ms": pct(work, 50), "agno_run_p50_ms": pct(model, 50)}
+
+
+def scenario_throughput(base: str, ctx: dict[str, Any], quick: bool) -> dict[str, Any]:
+    count = 300 if quick else 2000
+    say(f"3. throughput: {count} echo jobs as fast as they are accepted")
+    result = loadgen("opie", base, ctx["echo"], count, token=ctx["token"], connections=32)
+    jobs = wait_jobs(result["job_ids"], 300)
+    first = min(j.created_at for j in jobs)
+    last = max(j.finished_at for j in jobs)
+    ok = sum(j.status == "succeeded" for j in jobs)
+    seconds = (last - first).total_seconds()
+    return {"jobs": len(jobs), "succeeded": ok, "seconds": seconds, "jobs_per_s": ok / seconds,
+            "accepted_per_s": count / result["wall_s"]}
+
+
+def scenario_scaling(base: str, ctx: dict[str, Any], quick: bool) -> dict[str, Any]:
+    from apps.agents.models import Agent
+    from apps.jobs.services import message_send
+
+    count = 100 if quick else 500
+    say(f"4a. {count} one-second jobs on one Opie worker process (threads, concurrency {count})")
+    opie = worker("opie500", "agents", "threads", count)
+    result = loadgen("opie", base, ctx["slow"], count, token=ctx["token"], connections=64)
+    jobs = wait_jobs(result["job_ids"], 120)
+    opie_s = (max(j.finished_at for j in jobs) - min(j.created_at for j in jobs)).total_seconds()
+    stop(opie)
+
+    naive_count = 20 if quick else count
+    say(f"4b. the naive design: {naive_count} one-second jobs on a prefork worker, concurrency 2")
+    purge_queues()
+    naive = worker("naive", "naive", "prefork", 2, app="bench.naive")
+    from bench.naive import run_message
+
+    slow = Agent.objects.get(public_id=ctx["slow"])
+    job_ids = []
+    for i in range(naive_count):
+        job = message_send(user=ctx["user"], agent=slow, message=f"naive {i}")
+        run_message.apply_async(args=[job.pk], queue="naive")
+        job_ids.append(job.public_id)
+    jobs = wait_jobs(job_ids, 30 + naive_count)
+    naive_s = (max(j.finished_at for j in jobs) - min(j.created_at for j in jobs)).total_seconds()
+    stop(naive)
+    purge_queues()
+    naive_full = naive_s * count / naive_count
+
+    say(f"4c. agno's own AgentOS (uvicorn, 1 process): {count} synchronous runs over 64 connections")
+    port = free_port()
+    agentos = start("agentos", [PY, "-m", "uvicorn", "bench.agentos_app:app", "--host", "127.0.0.1",
+                                "--port", str(port), "--log-level", "warning"])
+    wait_http(f"http://127.0.0.1:{port}/health", 120)
+    result = loadgen("agentos", f"http://127.0.0.1:{port}", ctx["slow"], count, connections=64)
+    stop(agentos)
+    ok = result["statuses"].get("200", 0)
+    return {"jobs": count, "opie_s": opie_s, "naive_s": naive_full, "naive_measured_jobs": naive_count,
+            "naive_extrapolated": naive_count != count, "agentos_s": result["wall_s"], "agentos_ok": ok,
+            "ideal_s": 1.0, "opie_vs_naive": naive_full / opie_s, "opie_vs_agentos": result["wall_s"] / opie_s}
+
+
+def scenario_pool(ctx: dict[str, Any], quick: bool) -> dict[str, Any]:
+    from apps.agents.models import Agent
+    from apps.opie.agentos.config import agent_os_config
+    from workers.pool import AgentPool
+
+    say("5. warm checkout vs cold build (an openai-provider agent with two tools); RSS with 200 warm agents")
+    agent = Agent.objects.get(public_id=ctx["real"])
+    rounds = 200 if quick else 1000
+    cold, warm = [], []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fresh = Agent.objects.get(pk=agent.pk)
+        agent_os_config.create_agent_from_django(fresh, ctx["user"], "s")
+        cold.append((time.perf_counter() - t) * 1e6)
+    pool = AgentPool(capacity=8)
+    pool.checkout(agent, user=ctx["user"], session_id="s")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        pool.checkout(agent, user=ctx["user"], session_id="s")
+        warm.append((time.perf_counter() - t) * 1e6)
+    rss = json.loads(subprocess.run([PY, "-m", "bench.rss", "200"], cwd=ROOT, env=ENV, capture_output=True,
+                                    check=True).stdout)
+    return {"cold_p50_us": statistics.median(cold), "warm_p50_us": statistics.median(warm),
+            "ratio": statistics.median(cold) / statistics.median(warm),
+            "rss_none_mb": rss["rss_before_mb"], "rss_200_mb": rss["rss_after_mb"],
+            "rss_200_delta_mb": rss["rss_after_mb"] - rss["rss_before_mb"]}
+
+
+def machine() -> dict[str, Any]:
+    import agno
+    import celery
+    import django
+    import psutil
+
+    return {"cpus": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform(), "django": django.get_version(),
+            "celery": celery.__version__, "agno": getattr(agno, "__version__", "3.1.10"),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    e100 = r["enqueue"][0]
+    s, p = r["scaling"], r["pool"]
+    return [
+        ("enqueue p50 ≤ 5 ms, p99 ≤ 25 ms at 100 req/s, no errors",
+         f"{e100['p50_ms']:.1f} / {e100['p99_ms']:.1f} ms, {e100['errors']} errors",
+         e100["p50_ms"] <= 5 and e100["p99_ms"] <= 25 and e100["errors"] == 0),
+        ("orchestration overhead p50 ≤ 15 ms", f"{r['overhead']['p50_ms']:.1f} ms", r["overhead"]["p50_ms"] <= 15),
+        ("throughput ≥ 250 jobs/s", f"{r['throughput']['jobs_per_s']:.0f} jobs/s",
+         r["throughput"]["jobs_per_s"] >= 250),
+        (f"{s['jobs']} × 1 s jobs in ≤ 8 s by one worker", f"{s['opie_s']:.2f} s", s["opie_s"] <= 8),
+        ("≥ 25× faster than the naive design", f"{s['opie_vs_naive']:.0f}×", s["opie_vs_naive"] >= 25),
+        ("warm checkout ≥ 100× faster than a cold build", f"{p['ratio']:.0f}×", p["ratio"] >= 100),
+        ("200 warm agents ≤ 100 MB RSS", f"{p['rss_200_delta_mb']:.1f} MB", p["rss_200_delta_mb"] <= 100),
+    ]
+
+
+def report(r: dict[str, Any]) -> str:
+    lines = [f"Machine: {r['machine']['cpus']} cores, {r['machine']['ram_gb']} GiB, Python {r['machine']['python']}, "
+             f"Django {r['machine']['django']}, Celery {r['machine']['celery']}, agno {r['machine']['agno']}; "
+             f"{r['machine']['date']}{' (quick run)' if r['quick'] else ''}", "",
+             "| scenario | measure | value |", "|---|---|---|"]
+    for row in r["enqueue"]:
+        lines.append(f"| 1. enqueue, {row['rate']} req/s open loop | p50 / p95 / p99, errors | "
+                     f"{row['p50_ms']:.1f} / {row['p95_ms']:.1f} / {row['p99_ms']:.1f} ms, {row['errors']} of "
+                     f"{row['requests']} |")
+    o = r["overhead"]
+    lines += [f"| 2. overhead, accepted → succeeded (echo) | p50 / p99 | {o['p50_ms']:.1f} / {o['p99_ms']:.1f} ms |",
+              f"| | API p50 · queue wait p50 · worker p50 (agno run p50) | {o['api_p50_ms']:.1f} · "
+              f"{o['queue_wait_p50_ms']:.1f} · {o['worker_p50_ms']:.1f} ({o['agno_run_p50_ms']:.1f}) ms |"]
+    t = r["throughput"]
+    lines.append(f"| 3. throughput (echo, whole system) | completed jobs/s | {t['jobs_per_s']:.0f} "
+                 f"({t['succeeded']} jobs in {t['seconds']:.1f} s; accepted {t['accepted_per_s']:.0f}/s) |")
+    s = r["scaling"]
+    naive_note = f" (measured {s['naive_measured_jobs']}, scaled)" if s["naive_extrapolated"] else ""
+    lines += [f"| 4. {s['jobs']} × 1 s jobs | Opie, one threads worker | {s['opie_s']:.2f} s |",
+              f"| | naive: prefork ×2, agent built per message | {s['naive_s']:.0f} s{naive_note} "
+              f"({s['opie_vs_naive']:.0f}× slower) |",
+              f"| | agno AgentOS, 64 connections | {s['agentos_s']:.2f} s ({s['agentos_ok']} ok; "
+              f"{s['opie_vs_agentos']:.1f}× Opie's time) |"]
+    p = r["pool"]
+    lines += [f"| 5. pool | cold build p50 · warm checkout p50 | {p['cold_p50_us']:.0f} µs · {p['warm_p50_us']:.0f} µs "
+              f"({p['ratio']:.0f}×) |",
+              f"| | RSS: no agents → 200 warm agents | {p['rss_none_mb']:.0f} → {p['rss_200_mb']:.0f} MB "
+              f"(+{p['rss_200_delta_mb']:.1f}) |", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {name} | {value} | {'yes' if met else 'no'} |" for name, value, met in targets(r)]
+    return "\n".join(lines)
+
+
+def plot(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 4))
+    rates = [str(row["rate"]) for row in r["enqueue"]]
+    for key, label in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
+        left.plot(rates, [row[key] for row in r["enqueue"]], marker="o", label=label)
+    left.set(title="1. enqueue latency", xlabel="offered req/s", ylabel="ms")
+    left.legend()
+    s = r["scaling"]
+    names = ["Opie\n(threads)", "agno\nAgentOS", "naive\n(prefork ×2)"]
+    values = [s["opie_s"], s["agentos_s"], s["naive_s"]]
+    middle.bar(names, values, color=["tab:green", "tab:blue", "tab:red"])
+    middle.set_yscale("log")
+    middle.set(title=f"4. {s['jobs']} × 1 s jobs: wall time", ylabel="seconds (log)")
+    for i, value in enumerate(values):
+        middle.text(i, value, f"{value:.1f}", ha="center", va="bottom")
+    o = r["overhead"]
+    right.bar(["API", "queue", "worker"], [o["api_p50_ms"], o["queue_wait_p50_ms"], o["worker_p50_ms"]])
+    right.set(title="2. overhead p50 by stage (echo)", ylabel="ms")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts (about two minutes)")
+    quick = parser.parse_args().quick
+    started = time.monotonic()
+    try:
+        ctx = setup()
+        port = free_port()
+        start("web", [str(Path(PY).parent / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
+                      "--worker-class", "gthread", "--workers", "2", "--threads", "16", "--timeout", "120"])
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/healthz")
+        results: dict[str, Any] = {"quick": quick, "machine": machine()}
+        main_worker = worker("opie", "agents", "threads", 100)
+        results["enqueue"] = scenario_enqueue(base, ctx, quick)
+        wait_jobs(list(__import__("apps.jobs.models", fromlist=["Job"]).Job.objects.exclude(
+            status__in=["succeeded", "failed", "cancelled", "expired"]).values_list("public_id", flat=True)), 300)
+        results["overhead"] = scenario_overhead(base, ctx, quick)
+        results["throughput"] = scenario_throughput(base, ctx, quick)
+        stop(main_worker)
+        results["scaling"] = scenario_scaling(base, ctx, quick)
+        results["pool"] = scenario_pool(ctx, quick)
+    finally:
+        stop_all()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2, default=str))
+    plot(results, RESULTS / "latest.png")
+    table = report(results)
+    (ROOT / "docs").mkdir(exist_ok=True)
+    (ROOT / "docs" / "benchmarks.md").write_text(
+        "# Benchmarks\n\n`make bench` (or `.venv/bin/python -m bench`, `--quick` for a short run) starts its own "
+        "embedded PostgreSQL and Redis under `var/bench`, gunicorn, Opie's worker, the naive worker and agno's "
+        "AgentOS, and runs every scenario in one go. Latest run:\n\n" + table +
+        "\n\n![latest benchmark](../bench/results/latest.png)\n")
+    print(table)
+    say(f"done in {time.monotonic() - started:.0f} s; wrote bench/results/latest.json, latest.png, docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Opie's own settings: every AGENTOS_* the seed names, plus the job knobs."""
+from __future__ import annotations
+
+import os
+
+from config.env import env_bool, env_float, env_int, env_list, env_str
+
+AGENTOS_ENABLED = env_bool("AGENTOS_ENABLED", True)
+AGENTOS_DEFAULT_HOST = env_str("AGENTOS_DEFAULT_HOST", "127.0.0.1")
+AGENTOS_DEFAULT_PORT = env_int("AGENTOS_DEFAULT_PORT", 7777)
+AGENTOS_CACHE_TTL = env_int("AGENTOS_CACHE_TTL", 1800)
+AGENTOS_INCLUDE_VAULT_AGENTS = env_bool("AGENTOS_INCLUDE_VAULT_AGENTS", False)
+AGENTOS_AUTO_RELOAD = env_bool("AGENTOS_AUTO_RELOAD", False)
+AGENTOS_DEBUG = env_bool("AGENTOS_DEBUG", False)
+
+# Upper bound on one user message, in characters (413 message_too_long above it).
+AGENTOS_MAX_MESSAGE_CHARS = env_int("AGENTOS_MAX_MESSAGE_CHARS", 32_000)
+# Default deadline of a job, seconds from acceptance; past it the job ends `expired`.
+AGENTOS_JOB_TIMEOUT = env_int("AGENTOS_JOB_TIMEOUT", 600)
+# The most a client may ask for with a per-job `timeout`.
+AGENTOS_JOB_TIMEOUT_MAX = env_int("AGENTOS_JOB_TIMEOUT_MAX", 3600)
+# A running job's lease; its worker renews it every few seconds. A worker that
+# dies stops renewing, and the sweeper hands the job to another after this long.
+AGENTOS_LEASE_SECONDS = env_int("AGENTOS_LEASE_SECONDS", 30)
+# Job-creating requests per API token per minute (429 rate_limited above it); 0 turns it off.
+AGENTOS_RATE_LIMIT_PER_MINUTE = env_int("AGENTOS_RATE_LIMIT_PER_MINUTE", 600)
+# An SSE stream ends after this long; the client reconnects with Last-Event-ID and misses nothing.
+AGENTOS_SSE_MAX_SECONDS = env_int("AGENTOS_SSE_MAX_SECONDS", 300)
+# A ": keepalive" comment on an idle stream this often, so proxies keep it open.
+AGENTOS_SSE_KEEPALIVE_SECONDS = env_float("AGENTOS_SSE_KEEPALIVE_SECONDS", 15.0)
+# wait/ and events/ re-read the database this often in case Redis lost a publish.
+AGENTOS_EVENTS_RECHECK_SECONDS = env_float("AGENTOS_EVENTS_RECHECK_SECONDS", 3.0)
+# How long an Idempotency-Key's first response is replayed.
+AGENTOS_IDEMPOTENCY_TTL = env_int("AGENTOS_IDEMPOTENCY_TTL", 24 * 3600)
+# A queued job whose message was lost is sent again after this many seconds.
+AGENTOS_REQUEUE_AFTER = env_int("AGENTOS_REQUEUE_AFTER", 60)
+# How many times a job is started before it is given up as failed.
+AGENTOS_MAX_ATTEMPTS = env_int("AGENTOS_MAX_ATTEMPTS", 3)
+# Warm agents kept per worker process (LRU), evicted after this long unused,
+# and how many of the most recently used a worker builds when it starts.
+AGENTOS_POOL_SIZE = env_int("AGENTOS_POOL_SIZE", 256)
+AGENTOS_POOL_IDLE_SECONDS = env_int("AGENTOS_POOL_IDLE_SECONDS", 1800)
+AGENTOS_POOL_PREWARM = env_int("AGENTOS_POOL_PREWARM", 20)
+# Above this many runs in flight in one worker process, a run gives back its
+# database connection for the model call and at its end, so connections stay
+# bounded however many runs wait on models.
+AGENTOS_DB_CONNECTIONS_PER_WORKER = env_int("AGENTOS_DB_CONNECTIONS_PER_WORKER", 20)
+# Model HTTP timeout, seconds.
+AGENTOS_MODEL_TIMEOUT = env_float("AGENTOS_MODEL_TIMEOUT", 120.0)
+
+# Queues /readyz requires a live worker on (make run has no knowledge worker yet).
+AGENTOS_READY_QUEUES = env_list("AGENTOS_READY_QUEUES", ["agents", "sync", "webhooks"])
+
+# Provider credentials come from the environment, never from the database.
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
+ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY")
+OLLAMA_HOST = env_str("OLLAMA_HOST", "http://127.0.0.1:11434")
+# Key sent to agents whose provider is `openai_like` (any OpenAI-compatible server).
+OPENAI_LIKE_API_KEY = env_str("OPENAI_LIKE_API_KEY", "not-provided")
+
+# agno phones home unless told not to; nothing of ours does.
+os.environ.setdefault("AGNO_TELEMETRY", "false")

@@ -1,0 +1,73 @@
+"""Celery: Redis transport, our Job table as the source of truth.
+
+Redis may lose everything: messages carry only a job id, tasks ack late and
+requeue when their worker dies, and a sweeper on beat re-sends jobs whose
+message or worker was lost (see workers/sweeper.py).
+"""
+from __future__ import annotations
+
+from config.env import env_int
+from config.settings.services import CELERY_BROKER_URL
+
+CELERY_BROKER_URL = CELERY_BROKER_URL
+# Our Job rows hold every job's state; django-celery-results keeps results of
+# the few tasks that ask for one (sync runs), never the per-message hot path.
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = "UTC"
+
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = "agents"
+
+# Redis redelivers an unacked message after the visibility timeout: it must
+# exceed the longest job, or a running job is delivered again.
+_VISIBILITY = env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": _VISIBILITY,
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 1,
+    "socket_connect_timeout": 5,
+    "socket_keepalive": True,
+    "health_check_interval": 25,
+    "retry_on_timeout": True,
+}
+CELERY_VISIBILITY_TIMEOUT = _VISIBILITY
+
+# Celery's Django fixup closes the database connection before and after every
+# task unless told to reuse it: a new PostgreSQL backend per task costs more CPU
+# than a short job itself. Reuse, and let busy workers release connections
+# themselves (workers/execution.py).
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 100)
+
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    "opie-sweep-jobs": {
+        "task": "workers.tasks.sweep_jobs_task",
+        "schedule": float(env_int("AGENTOS_SWEEP_INTERVAL", 30)),
+        "options": {"queue": "sync", "expires": 25},
+    },
+    # the default schedule; django-celery-beat copies it into the database, where the
+    # Django admin can change it (Periodic tasks)
+    "opie-agent-sync": {
+        "task": "workers.tasks.periodic_sync_task",
+        "schedule": float(env_int("AGENTOS_SYNC_INTERVAL", 3600)),
+        "options": {"queue": "sync", "expires": 600},
+    },
+    "opie-dispatch-webhooks": {
+        "task": "workers.webhook_tasks.dispatch_due_webhooks_task",
+        "schedule": float(env_int("AGENTOS_WEBHOOK_DISPATCH_INTERVAL", 5)),
+        "options": {"queue": "webhooks", "expires": 5},
+    },
+}

@@ -1,0 +1,56 @@
+"""PostgreSQL, Redis and the cache: from the environment, else the embedded servers."""
+from __future__ import annotations
+
+from urllib.parse import parse_qs, unquote, urlparse
+
+from config.env import env_bool, env_int, env_str
+
+
+def database_from_url(url: str) -> dict[str, object]:
+    parsed = urlparse(url)
+    if parsed.scheme not in {"postgres", "postgresql", "pgsql"}:
+        raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {parsed.scheme!r}")
+    query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
+    host = query.pop("host", None) or (parsed.hostname or "")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(parsed.path.lstrip("/")),
+        "USER": unquote(parsed.username or ""),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": host,
+        "PORT": str(parsed.port or ""),
+        "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 60),
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {"connect_timeout": env_int("DB_CONNECT_TIMEOUT", 5), **query},
+        "TEST": {"NAME": env_str("TEST_DATABASE_NAME") or None},
+    }
+
+
+DATABASE_URL = env_str("DATABASE_URL")
+REDIS_URL = env_str("REDIS_URL")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+OPIE_EMBEDDED = not (DATABASE_URL and (REDIS_URL or CELERY_BROKER_URL)) and env_bool("OPIE_EMBEDDED", True)
+
+if OPIE_EMBEDDED:
+    from config import embedded
+
+    _emb = embedded.ensure_running()
+    DATABASE_URL = DATABASE_URL or _emb.database_url
+    REDIS_URL = REDIS_URL or _emb.redis_url(env_int("OPIE_REDIS_DB", 0))
+    CELERY_BROKER_URL = CELERY_BROKER_URL or _emb.broker_url(env_int("OPIE_REDIS_DB", 0))
+elif not DATABASE_URL:
+    raise RuntimeError("DATABASE_URL is not set and OPIE_EMBEDDED is off")
+
+REDIS_URL = REDIS_URL or CELERY_BROKER_URL
+CELERY_BROKER_URL = CELERY_BROKER_URL or REDIS_URL
+
+DATABASES = {"default": database_from_url(DATABASE_URL)}
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "opie",
+        "TIMEOUT": env_int("AGENTOS_CACHE_TTL", 1800),
+    }
+}

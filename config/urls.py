@@ -1,0 +1,16 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from apps.api.api import api
+from apps.opie.health import healthz, readyz
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/agentos/", api.urls),
+    path("", include("apps.opie.urls")),
+]
+
+handler404 = "apps.opie.errors.not_found"
+handler500 = "apps.opie.errors.server_error"

@@ -1,0 +1,152 @@
+"""Fixtures: real PostgreSQL (pgvector), real Redis, real Celery worker processes."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from tests.factories import make_agent, make_token, make_user
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_broker() -> None:
+    """The tests' Redis database starts empty: no message from an earlier run leaks in."""
+    import redis
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@pytest.fixture
+def user(db: Any) -> Any:
+    return make_user("alice")
+
+
+@pytest.fixture
+def other_user(db: Any) -> Any:
+    return make_user("mallory")
+
+
+@pytest.fixture
+def token(user: Any) -> str:
+    return make_token(user)
+
+
+@pytest.fixture
+def api(client: Any, token: str) -> Any:
+    """Django's test client speaking JSON with alice's bearer token."""
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return client
+
+
+@pytest.fixture
+def other_api(token: str, other_user: Any) -> Any:
+    from django.test import Client
+
+    return Client(HTTP_AUTHORIZATION=f"Bearer {make_token(other_user)}")
+
+
+@pytest.fixture
+def agent(user: Any) -> Any:
+    return make_agent(user)
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """A worker process reaches the test database and the tests' Redis database."""
+    db = connection.settings_dict
+    query = f"?host={db['HOST']}" if db["HOST"].startswith("/") else ""
+    host = "" if query else db["HOST"]
+    port = f":{db['PORT']}" if db["PORT"] else ""
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings_test",
+           "DATABASE_URL": f"postgresql://{auth}@{host}{port}/{db['NAME']}{query}",
+           "REDIS_URL": settings.REDIS_URL, "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+           "PYTHONUNBUFFERED": "1", "AGNO_TELEMETRY": "false"}
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """`celery worker` as a real child process, killable like in production."""
+
+    def __init__(self, name: str, queues: str, concurrency: int, env: dict[str, str], log: Path) -> None:
+        self.name = f"{name}@{os.uname().nodename}"
+        self.log = log
+        self._out = open(log, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--pool", "threads",
+             "--concurrency", str(concurrency), "-Q", queues, "-n", self.name, "--without-mingle",
+             "--without-gossip", "--loglevel", "INFO"],
+            cwd=ROOT, env=env, stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log.read_text()[-3000:]}")
+            if " ready." in self.log.read_text():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready after {timeout}s:\n{self.log.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no warm shutdown, no acks."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._out.close()
+
+
+@pytest.fixture
+def start_worker(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real worker processes for one test; they are stopped afterwards."""
+    started: list[WorkerProcess] = []
+
+    def start(name: str = "agents", queues: str = "agents,sync,webhooks", concurrency: int = 8,
+              **env: str) -> WorkerProcess:
+        worker = WorkerProcess(f"{name}{len(started)}", queues, concurrency, worker_env(**env),
+                               tmp_path / f"{name}{len(started)}.log")
+        started.append(worker)
+        worker.wait_ready()
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def http(live_server: Any, token: str) -> Iterator[httpx.Client]:
+    """A real HTTP client against a real HTTP server, with alice's token."""
+    with httpx.Client(base_url=f"{live_server.url}/api/v1/agentos/",
+                      headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        yield client
+
+
+def wait_for_job(client: httpx.Client, job_id: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"jobs/{job_id}/").json()
+        if job["status"] in ("succeeded", "failed", "cancelled", "expired"):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s")
+        time.sleep(0.1)

@@ -1,0 +1,192 @@
+"""The worker path, called directly: claim, run, fenced finish, per-session order."""
+from __future__ import annotations
+
+import pytest
+
+from apps.agents.services import agent_update
+from apps.chat.models import ChatMessage
+from apps.jobs.models import Job
+from apps.jobs.lifecycle import job_claim, job_fail, job_succeed_message
+from apps.jobs.services import message_send
+from apps.jobs.sweeper import jobs_sweep
+from workers.execution import execute_message_job
+from workers.pool import AgentPool
+
+pytestmark = pytest.mark.django_db
+
+
+def accept(user, agent, text, session=None):
+    return message_send(user=user, agent=agent, message=text, session=session)
+
+
+def test_a_message_job_writes_one_reply_and_succeeds(user, agent):
+    job = accept(user, agent, "Hello there")
+
+    assert execute_message_job(job.pk) == "succeeded"
+
+    job.refresh_from_db()
+    reply = ChatMessage.objects.get(job=job, role="assistant")
+    assert job.status == "succeeded" and job.attempts == 1 and job.finished_at is not None
+    assert reply.content == "Echo #1: Hello there"
+    assert job.result["message_id"] == reply.public_id and job.result["content"] == reply.content
+    assert job.result["metrics"]["total_tokens"] > 0 and job.result["metrics"]["provider"] == "local"
+
+
+def test_a_tool_call_is_run_and_recorded_with_the_reply(user, agent):
+    job = accept(user, agent, "/tool calculator (2+3)*4")
+
+    execute_message_job(job.pk)
+
+    reply = ChatMessage.objects.get(job=job, role="assistant")
+    assert reply.content == "calculator returned: 20"
+    [call] = reply.tool_calls
+    assert call["name"] == "calculator" and call["arguments"] == {"expression": "(2+3)*4"}
+    assert call["result"] == "20" and call["error"] is False and call["duration_ms"] >= 0
+
+
+def test_a_tool_the_agent_lacks_is_not_called(user, agent):
+    job = accept(user, agent, "/tool current_time Europe/Paris")
+
+    execute_message_job(job.pk)
+
+    assert ChatMessage.objects.get(job=job, role="assistant").tool_calls == []
+
+
+def test_a_failing_provider_fails_the_job_with_no_reply(user, agent):
+    job = accept(user, agent, "/fail upstream is down")
+
+    assert execute_message_job(job.pk) == "failed"
+
+    job.refresh_from_db()
+    assert job.status == "failed" and job.error_code == "model_error"
+    assert "upstream is down" in job.error_message
+    assert not ChatMessage.objects.filter(job=job, role="assistant").exists()
+
+
+def test_a_task_delivered_twice_writes_one_reply(user, agent):
+    job = accept(user, agent, "once")
+
+    outcomes = [execute_message_job(job.pk), execute_message_job(job.pk)]
+
+    assert outcomes == ["succeeded", "skipped"]
+    assert ChatMessage.objects.filter(job=job, role="assistant").count() == 1
+
+
+def test_claim_is_exclusive(user, agent):
+    job = accept(user, agent, "mine")
+
+    first = job_claim(job_id=job.pk, worker="w1")
+    second = job_claim(job_id=job.pk, worker="w2")
+
+    assert first is not None and second is None
+
+
+def test_an_attempt_that_lost_its_lease_cannot_write(user, agent):
+    job = accept(user, agent, "slow")
+    stale = job_claim(job_id=job.pk, worker="w1")
+    Job.objects.filter(pk=job.pk).update(lease_expires_at="2000-01-01T00:00Z")  # w1 looks dead
+    fresh = job_claim(job_id=job.pk, worker="w2")
+
+    assert job_succeed_message(job=stale, content="late", tool_calls=[], metrics={}) is None
+    assert job_fail(job=stale, code="x", message="late") is False
+    assert job_succeed_message(job=fresh, content="on time", tool_calls=[], metrics={}) is not None
+    assert list(ChatMessage.objects.filter(job=job, role="assistant").values_list("content", flat=True)) == [
+        "on time"]
+    assert Job.objects.get(pk=job.pk).attempts == 2
+
+
+def test_the_second_message_of_a_session_waits_for_the_first(user, agent):
+    first = accept(user, agent, "one")
+    second = accept(user, agent, "two", session=first.session)
+
+    assert job_claim(job_id=second.pk, worker="w") is None
+    execute_message_job(first.pk)
+    execute_message_job(second.pk)
+
+    replies = ChatMessage.objects.filter(session=first.session, role="assistant").order_by("id")
+    assert [r.content for r in replies] == ["Echo #1: one", "Echo #2: two"]
+
+
+def test_history_is_the_sessions_messages_in_order(user, agent):
+    first = accept(user, agent, "alpha")
+    execute_message_job(first.pk)
+    second = accept(user, agent, "beta", session=first.session)
+    execute_message_job(second.pk)
+    third = accept(user, agent, "gamma", session=first.session)
+
+    execute_message_job(third.pk)
+
+    contents = list(ChatMessage.objects.filter(session=first.session).values_list("role", "content"))
+    assert contents == [("user", "alpha"), ("assistant", "Echo #1: alpha"), ("user", "beta"),
+                        ("assistant", "Echo #2: beta"), ("user", "gamma"), ("assistant", "Echo #3: gamma")]
+
+
+def test_a_job_whose_worker_died_every_time_ends_failed(user, agent, settings):
+    settings.AGENTOS_MAX_ATTEMPTS = 2
+    job = accept(user, agent, "doomed")
+    for _ in range(2):
+        assert job_claim(job_id=job.pk, worker="w") is not None
+        Job.objects.filter(pk=job.pk).update(lease_expires_at="2000-01-01T00:00Z")
+
+    assert execute_message_job(job.pk) == "skipped"
+
+    job.refresh_from_db()
+    assert job.status == "failed" and job.error_code == "attempts_exhausted"
+
+
+def test_a_job_of_a_disabled_agent_fails_cleanly(user, agent):
+    job = accept(user, agent, "hi")
+    agent_update(agent=agent, enabled=False)
+
+    assert execute_message_job(job.pk) == "failed"
+    assert Job.objects.get(pk=job.pk).error_code == "agent_unavailable"
+
+
+def test_sweeper_resends_jobs_whose_message_was_lost(user, agent, settings, monkeypatch):
+    sent = []
+    monkeypatch.setattr("apps.jobs.sweeper.job_dispatch",
+                        lambda *, job_id, kind: sent.append(job_id) or True)
+    lost = accept(user, agent, "lost in redis")
+    Job.objects.filter(pk=lost.pk).update(created_at="2000-01-01T00:00Z", enqueued_at=None)
+    waiting = accept(user, agent, "behind it", session=lost.session)
+    Job.objects.filter(pk=waiting.pk).update(created_at="2000-01-01T00:00Z", enqueued_at=None)
+    accept(user, agent, "fresh")
+
+    jobs_sweep()
+
+    assert sent == [lost.pk], "only the head of a session is re-sent; fresh jobs are left alone"
+
+
+def test_pool_reuses_parts_until_the_agent_changes(user, agent):
+    pool = AgentPool(capacity=8)
+
+    first = pool.parts_for(agent)
+    again = pool.parts_for(agent)
+    edited = agent_update(agent=agent, instructions="Changed.")
+    rebuilt = pool.parts_for(edited)
+
+    assert first is again and rebuilt is not first
+    assert rebuilt.instructions == "Changed."
+    assert pool.snapshot()["size"] == 1
+    stats = pool.snapshot()
+    assert (stats["hits"], stats["misses"], stats["builds"], stats["evictions"]) == (1, 2, 2, 1)
+
+
+def test_pool_is_bounded(user):
+    from tests.factories import make_agent
+
+    pool = AgentPool(capacity=2)
+    for index in range(4):
+        pool.parts_for(make_agent(user, name=f"a{index}"))
+
+    assert pool.snapshot()["size"] == 2 and pool.stats.evictions == 2
+
+
+def test_every_run_gets_its_own_agno_agent_over_shared_parts(user, agent):
+    pool = AgentPool(capacity=8)
+
+    one = pool.checkout(agent, user=user, session_id="s1")
+    two = pool.checkout(agent, user=user, session_id="s2")
+
+    assert one is not two and one.model is two.model
+    assert one.id == agent.public_id and one.telemetry is False

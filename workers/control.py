@@ -1,0 +1,40 @@
+"""Celery remote-control commands for the warm pool, on every worker at once:
+
+    celery -A celery_app inspect opie_pool_stats
+    celery -A celery_app control opie_pool_invalidate agent_pk=12
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from celery import bootsteps
+from celery.worker.control import control_command, inspect_command
+
+
+@inspect_command()
+def opie_pool_stats(state: Any) -> dict[str, Any]:
+    """Hits, misses, builds, evictions, in-flight runs and build time of this worker's pool."""
+    from workers.pool import get_pool
+
+    return get_pool().snapshot()
+
+
+@control_command(args=[("agent_pk", int)], signature="[agent_pk]")
+def opie_pool_invalidate(state: Any, agent_pk: int | None = None) -> dict[str, Any]:
+    """Drop an agent (or, without agent_pk, every agent) from this worker's pool."""
+    from workers.pool import get_pool
+
+    return {"ok": True, "dropped": get_pool().invalidate(agent_pk)}
+
+
+class PoolStatsStep(bootsteps.Step):
+    """Adds this process's pool snapshot to `celery inspect stats`, which Flower
+    shows on each worker's page. (With prefork the pools live in the children,
+    so use `inspect opie_pool_stats` there.)"""
+
+    name = "opie-pool-stats"
+
+    def info(self, worker: Any) -> dict[str, Any]:
+        from workers.pool import get_pool
+
+        return {"opie_pool": get_pool().snapshot()}

@@ -1,0 +1,112 @@
+"""Run one message job: claim, run the agno agent outside any transaction, finish.
+
+Errors inside an agno run do not raise (agno returns status=error), so the
+outcome is read from `RunOutput.status`.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from apps.chat.selectors import session_messages
+from apps.events.services import job_event_append
+from apps.jobs.lifecycle import job_cancelled, job_claim, job_fail, job_succeed_message
+from apps.jobs.models import Job
+from workers.pool import get_pool
+from workers.watcher import watcher
+
+logger = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{threading.get_native_id()}"
+
+
+def _history(job: Job) -> list[Any]:
+    from agno.models.message import Message
+
+    return [Message(role=m.role, content=m.content)
+            for m in session_messages(session=job.session, through_job_id=job.pk)]
+
+
+def _tool_events(job: Job) -> Callable[..., Any]:
+    """An agno tool hook that reports each tool call as a live job event."""
+    def hook(function_name: str, function_call: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+        job_event_append(job=job, type="tool_call.started", data={"name": function_name, "arguments": arguments})
+        started = time.perf_counter()
+        result = function_call(**arguments)
+        job_event_append(job=job, type="tool_call.completed", data={
+            "name": function_name, "arguments": arguments, "result": str(result)[:2000],
+            "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
+        return result
+    return hook
+
+
+def _tool_calls(output: Any) -> list[dict[str, Any]]:
+    calls = []
+    for tool in output.tools or []:
+        duration = getattr(tool.metrics, "duration", None) if tool.metrics else None
+        calls.append({"id": tool.tool_call_id, "name": tool.tool_name, "arguments": tool.tool_args or {},
+                      "result": tool.result, "error": bool(tool.tool_call_error),
+                      "duration_ms": round(duration * 1000, 3) if duration is not None else None})
+    return calls
+
+
+def _metrics(output: Any, started: float) -> dict[str, Any]:
+    metrics = output.metrics
+    ttft = getattr(metrics, "time_to_first_token", None) if metrics else None
+    return {
+        "input_tokens": getattr(metrics, "input_tokens", 0) or 0,
+        "output_tokens": getattr(metrics, "output_tokens", 0) or 0,
+        "total_tokens": getattr(metrics, "total_tokens", 0) or 0,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        "time_to_first_token_ms": round(ttft * 1000, 3) if ttft is not None else None,
+        "model": output.model,
+        "provider": output.model_provider,
+    }
+
+
+def _release_connection_if_busy(in_flight: int) -> None:
+    """With many runs in flight, hold no database connection across the model
+    call or after the run: idle connections would otherwise exhaust PostgreSQL.
+    With few, keep it: a new connection costs more than a short job."""
+    from django.conf import settings
+    from django.db import connection
+
+    if in_flight > settings.AGENTOS_DB_CONNECTIONS_PER_WORKER and not connection.in_atomic_block:
+        connection.close()
+
+
+def execute_message_job(job_id: int) -> str:
+    """Returns what happened, for logs: skipped | succeeded | failed | cancelled | dropped."""
+    from agno.run.base import RunStatus
+
+    job = job_claim(job_id=job_id, worker=worker_name())
+    if job is None:
+        return "skipped"
+    agent = job.agent
+    if agent is None or not agent.enabled:
+        job_fail(job=job, code="agent_unavailable", message="The agent was deleted or disabled.")
+        return "failed"
+    pool = get_pool()
+    started = time.perf_counter()
+    with pool.running(), watcher.track(job):
+        runner = pool.checkout(agent, user=job.owner, session_id=job.session.public_id,
+                               tool_hooks=[_tool_events(job)])
+        history = _history(job)
+        _release_connection_if_busy(pool.stats.in_flight)
+        output = runner.run(history, session_id=job.session.public_id, user_id=str(job.owner_id),
+                            run_id=job.public_id, stream=False)
+    if output.status == RunStatus.cancelled:
+        return "cancelled" if job_cancelled(job=job) else "dropped"
+    if output.status != RunStatus.completed:
+        return "failed" if job_fail(job=job, code="model_error",
+                                    message=str(output.content or "the model run failed")) else "dropped"
+    content = output.content if isinstance(output.content, str) else str(output.content or "")
+    reply = job_succeed_message(job=job, content=content, tool_calls=_tool_calls(output),
+                                metrics=_metrics(output, started))
+    _release_connection_if_busy(pool.stats.in_flight + 1)
+    return "succeeded" if reply is not None else "dropped"

@@ -1,0 +1,58 @@
+"""Worker process wiring: agno quiet and offline, nothing shared across a fork."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery.signals import worker_process_init, worker_ready
+
+os.environ.setdefault("AGNO_TELEMETRY", "false")
+
+
+def configure_agno_logging() -> None:
+    """agno's loggers print to stdout and reset their level on every run; route
+    them through a logger of ours that the settings' LOGGING controls."""
+    from agno.utils.log import configure_agno_logging as configure
+
+    ours = logging.getLogger("opie.agno")
+    configure(custom_default_logger=ours, custom_agent_logger=ours, custom_team_logger=ours,
+              custom_workflow_logger=ours)
+
+
+logger = logging.getLogger(__name__)
+
+
+def _prewarm() -> None:
+    from django.conf import settings
+    from django.db import connection
+
+    from workers.pool import get_pool, prewarm
+
+    try:
+        built = prewarm(get_pool(), settings.AGENTOS_POOL_PREWARM)
+        logger.info("pool prewarmed with %d agents", built)
+    except Exception:  # a cold pool still works: it builds on first use
+        logger.warning("pool prewarm failed", exc_info=True)
+    finally:
+        connection.close()
+
+
+@worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    """Prefork child: nothing built in the parent may cross the fork."""
+    from workers.pool import reset_pool
+
+    reset_pool()
+    _prewarm()
+
+
+@worker_ready.connect
+def _on_ready(sender: Any = None, **_: Any) -> None:
+    """Threads and solo pools run tasks in this very process: warm it here."""
+    pool = getattr(sender, "pool", None)
+    if type(pool).__module__ in ("celery.concurrency.thread", "celery.concurrency.solo"):
+        _prewarm()
+
+
+configure_agno_logging()

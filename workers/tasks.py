@@ -1,0 +1,44 @@
+"""Celery tasks: thin adapters that take ids and call one service."""
+from __future__ import annotations
+
+import logging
+
+from celery_app import app
+
+logger = logging.getLogger(__name__)
+
+
+@app.task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_message_task(job_id: int) -> str:
+    """Run one message job. Safe to deliver twice: the claim lets one attempt through."""
+    from workers.execution import execute_message_job
+
+    outcome = execute_message_job(job_id)
+    logger.info("message job %s: %s", job_id, outcome)
+    return outcome
+
+
+@app.task(ignore_result=True)
+def sweep_jobs_task() -> dict[str, int]:
+    """Re-send jobs whose broker message or worker was lost (beat, every 30 s)."""
+    from apps.jobs.sweeper import jobs_sweep
+
+    return jobs_sweep()
+
+
+@app.task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_sync_task(job_id: int) -> str:
+    """Run one agent-sync job (queue `sync`)."""
+    from workers.sync import execute_sync_job
+
+    outcome = execute_sync_job(job_id)
+    logger.info("sync job %s: %s", job_id, outcome)
+    return outcome
+
+
+@app.task(ignore_result=False)
+def periodic_sync_task() -> dict[str, int] | None:
+    """Sync every agent (beat, every AGENTOS_SYNC_INTERVAL). Locked: never two at once."""
+    from workers.sync import periodic_sync
+
+    return periodic_sync()
