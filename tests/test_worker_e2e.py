@@ -55,6 +55,7 @@ def test_a_tool_call_through_the_worker_is_recorded(http, start_worker, user):
 
 
 def test_one_worker_process_holds_a_hundred_slow_runs_in_flight_at_once(http, start_worker, user):
+    from django.conf import settings
     from django.db import connection
 
     from concurrent.futures import ThreadPoolExecutor
@@ -74,6 +75,6 @@ def test_one_worker_process_holds_a_hundred_slow_runs_in_flight_at_once(http, st
     ends = sorted(job["finished_at"] for job in finished)
     assert starts[-1] < ends[0], "all 100 eight-second runs were in flight at the same time"
     assert ChatMessage.objects.filter(role="assistant").count() == 100
-    with connection.cursor() as cursor:  # connections are closed at each task's end, not leaked
+    with connection.cursor() as cursor:  # a busy worker closes its connections: 100 threads do not keep 100
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
-        assert cursor.fetchone()[0] < 20
+        assert cursor.fetchone()[0] <= settings.AGENTOS_DB_CONNECTIONS_PER_WORKER + 5

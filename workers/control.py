@@ -27,12 +27,12 @@ def opie_pool_invalidate(state: Any, agent_pk: int | None = None) -> dict[str, A
     return {"ok": True, "dropped": get_pool().invalidate(agent_pk)}
 
 
-class PoolStatsStep(bootsteps.Step):
+class PoolStatsStep(bootsteps.StartStopStep):
     """Adds this process's pool snapshot to `celery inspect stats`, which Flower
     shows on each worker's page. (With prefork the pools live in the children,
     so use `inspect opie_pool_stats` there.)"""
 
-    name = "opie-pool-stats"
+    name = "opie-pool-stats"  # a StartStopStep, so the worker lists it in `steps` and asks it for info
 
     def info(self, worker: Any) -> dict[str, Any]:
         from workers.pool import get_pool

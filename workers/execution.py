@@ -69,7 +69,7 @@ def _metrics(output: Any, started: float) -> dict[str, Any]:
     }
 
 
-def _release_connection_if_busy(in_flight: int) -> None:
+def release_connection_if_busy(in_flight: int) -> None:
     """With many runs in flight, hold no database connection across the model
     call or after the run: idle connections would otherwise exhaust PostgreSQL.
     With few, keep it: a new connection costs more than a short job."""
@@ -93,11 +93,11 @@ def execute_message_job(job_id: int) -> str:
         return "failed"
     pool = get_pool()
     started = time.perf_counter()
-    with pool.running(), watcher.track(job):
+    with watcher.track(job):
         runner = pool.checkout(agent, user=job.owner, session_id=job.session.public_id,
                                tool_hooks=[_tool_events(job)])
         history = _history(job)
-        _release_connection_if_busy(pool.stats.in_flight)
+        release_connection_if_busy(pool.stats.in_flight)  # the task adapter counts this job in flight
         output = runner.run(history, session_id=job.session.public_id, user_id=str(job.owner_id),
                             run_id=job.public_id, stream=False)
     if output.status == RunStatus.cancelled:
@@ -108,5 +108,4 @@ def execute_message_job(job_id: int) -> str:
     content = output.content if isinstance(output.content, str) else str(output.content or "")
     reply = job_succeed_message(job=job, content=content, tool_calls=_tool_calls(output),
                                 metrics=_metrics(output, started))
-    _release_connection_if_busy(pool.stats.in_flight + 1)
     return "succeeded" if reply is not None else "dropped"

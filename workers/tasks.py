@@ -11,9 +11,15 @@ logger = logging.getLogger(__name__)
 @app.task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_message_task(job_id: int) -> str:
     """Run one message job. Safe to deliver twice: the claim lets one attempt through."""
-    from workers.execution import execute_message_job
+    from workers.execution import execute_message_job, release_connection_if_busy
+    from workers.pool import get_pool
 
-    outcome = execute_message_job(job_id)
+    pool = get_pool()
+    with pool.running():  # in flight from claim to the last write, so busy workers close connections
+        try:
+            outcome = execute_message_job(job_id)
+        finally:  # after everything the job triggered (the session's next job is dispatched on commit)
+            release_connection_if_busy(pool.stats.in_flight)
     logger.info("message job %s: %s", job_id, outcome)
     return outcome
 
