@@ -231,12 +231,13 @@ def scenario_scaling(base: str, ctx: dict[str, Any], quick: bool) -> dict[str, A
     purge_queues()
     naive_full = naive_s * count / naive_count
 
-    say(f"4c. agno's own AgentOS (uvicorn, 1 process): {count} synchronous runs over 64 connections")
+    say(f"4c. agno's own AgentOS (manage.py agentos_start, 1 uvicorn process): {count} synchronous runs "
+        "over 64 connections")
     port = free_port()
-    agentos = start("agentos", [PY, "-m", "uvicorn", "bench.agentos_app:app", "--host", "127.0.0.1",
-                                "--port", str(port), "--log-level", "warning"])
+    agentos = start("agentos", [PY, "manage.py", "agentos_start", "--port", str(port),
+                                "--user-id", str(ctx["user"].pk)])
     wait_http(f"http://127.0.0.1:{port}/health", 120)
-    result = loadgen("agentos", f"http://127.0.0.1:{port}", ctx["slow"], count, connections=64)
+    result = loadgen("agentos", f"http://127.0.0.1:{port}", ctx["slow"], count, token=ctx["token"], connections=64)
     stop(agentos)
     ok = result["statuses"].get("200", 0)
     return {"jobs": count, "opie_s": opie_s, "naive_s": naive_full, "naive_measured_jobs": naive_count,

@@ -42,7 +42,8 @@ async def run(args: argparse.Namespace) -> dict:
                     else:
                         response = await client.post(
                             f"/agents/{args.agent}/runs",
-                            data={"message": f"bench {i}", "stream": "false", "session_id": str(uuid.uuid4())})
+                            data={"message": f"bench {i}", "stream": "false", "session_id": str(uuid.uuid4())},
+                            headers={"Authorization": f"Bearer {args.token}"})
                     key = str(response.status_code)
                 except httpx.HTTPError as exc:
                     key = exc.__class__.__name__

@@ -180,3 +180,16 @@ def test_disabled_agentos_answers_503(api, settings, agent):
 
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "agentos_disabled"
+
+
+def test_disabled_agentos_keeps_health_and_tells_web_users_why(client, settings, user, agent):
+    settings.AGENTOS_ENABLED = False
+    client.force_login(user)
+
+    page = client.get("/agentos/")
+
+    assert page.status_code == 503
+    assert b"AgentOS is turned off" in page.content and b"AGENTOS_ENABLED=False" in page.content
+    assert client.get("/healthz").status_code == 200
+    settings.AGENTOS_ENABLED = True
+    assert client.get("/agentos/").status_code == 200

@@ -6,6 +6,7 @@ re-sends lost work is in apps.jobs.sweeper.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -127,4 +128,39 @@ def sync_job_create(*, user: AbstractBaseUser, agent_id: str | None = None, user
                              deadline_at=now + timedelta(seconds=settings.AGENTOS_JOB_TIMEOUT))
     job_status_changed(job=job)
     job_dispatch_on_commit(job=job)
+    return job
+
+
+@transaction.atomic
+def message_record(*, user: AbstractBaseUser, agent: Agent, session: ChatSession, run_id: str, message: str,
+                   reply: str | None, tool_calls: list[dict[str, Any]] | None = None,
+                   metrics: dict[str, Any] | None = None, error: str = "") -> Job:
+    """Record a run that already happened in agno's AgentOS server as a finished
+    message job with its two messages, so the Django session stays the one
+    transcript every interface reads. Idempotent on the run id: agno saves a run
+    more than once. `reply=None` records a failed run (no assistant message)."""
+    job_public_id = f"job-{run_id}"[:40]
+    existing = Job.objects.filter(public_id=job_public_id).first()
+    if existing is not None:
+        return existing
+    now = timezone.now()
+    message_id = public_id("msg")
+    succeeded = reply is not None
+    job = Job.objects.create(
+        public_id=job_public_id, owner=user, kind=Job.Kind.MESSAGE, agent=agent, session=session,
+        status=Job.Status.SUCCEEDED if succeeded else Job.Status.FAILED, attempts=1, worker="agentos",
+        input={"message_id": message_id, "source": "agentos", "agno_run_id": run_id},
+        error_code="" if succeeded else "model_error", error_message=error[:4000],
+        enqueued_at=now, started_at=now, finished_at=now)
+    ChatMessage.objects.create(public_id=message_id, session=session, role=ChatMessage.Role.USER,
+                               content=message, job=job)
+    if succeeded:
+        answer = ChatMessage.objects.create(session=session, role=ChatMessage.Role.ASSISTANT, content=reply,
+                                            tool_calls=tool_calls or [], metrics=metrics or {}, job=job)
+        job.result = {"message_id": answer.public_id, "content": reply, "tool_calls": tool_calls or [],
+                      "metrics": metrics or {}}
+        job.save(update_fields=["result"])
+    ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
+    ChatSession.objects.filter(pk=session.pk, title="").update(title=message.strip()[:80])
+    ended(job_id=job.pk)
     return job

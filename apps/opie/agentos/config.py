@@ -44,15 +44,19 @@ class AgentOSConfig:
             build_ms=(time.perf_counter() - started) * 1000)
 
     def agent_from_parts(self, parts: AgentParts, *, user: AbstractBaseUser | None = None,
-                         session_id: str | None = None, tool_hooks: list[Callable[..., Any]] | None = None) -> Any:
+                         session_id: str | None = None, tool_hooks: list[Callable[..., Any]] | None = None,
+                         db: Any = None) -> Any:
+        """Workers pass no `db`: Django owns history and hands it in as the run
+        input. The AgentOS server passes `DjangoSessionDb`, which reads the same
+        history from the same tables."""
         from agno.agent import Agent
 
+        history = {"add_history_to_context": True, "num_history_runs": 50} if db is not None else {}
         return Agent(
             id=parts.public_id, name=parts.name, description=parts.description or None,
             instructions=parts.instructions or None, model=parts.model, tools=list(parts.tools),
-            db=None,  # Django owns history: it is passed in as the run input
-            session_id=session_id, user_id=str(user.pk) if user is not None else None,
-            telemetry=False, markdown=False, debug_mode=False, tool_hooks=tool_hooks)
+            db=db, session_id=session_id, user_id=str(user.pk) if user is not None else None,
+            telemetry=False, markdown=False, debug_mode=False, tool_hooks=tool_hooks, **history)
 
     def create_agent_from_django(self, django_agent: DjangoAgent, user: AbstractBaseUser | None = None,
                                  session_id: str | None = None) -> Any:
@@ -60,15 +64,12 @@ class AgentOSConfig:
         return self.agent_from_parts(self.build_parts(django_agent), user=user, session_id=session_id)
 
     def initialize_agent_os(self, user: AbstractBaseUser | None = None) -> Any:
-        """agno's own AgentOS over the Django agents (all enabled ones, or those `user` may use)."""
-        from agno.os import AgentOS
+        """agno's own AgentOS over the Django agents (all enabled ones, or those
+        `user` may use), storing sessions in the Django chat tables. Serve it with
+        `manage.py agentos_start`, which also puts Opie's token auth in front."""
+        from apps.opie.agentos.server import _build_agent_os
 
-        from apps.agents.selectors import agent_list_visible
-
-        agents = (agent_list_visible(user=user) if user is not None
-                  else DjangoAgent.objects.filter(enabled=True))
-        built = [self.create_agent_from_django(agent, user=user) for agent in agents]
-        return AgentOS(id="opie", name="Opie AgentOS", agents=built, telemetry=False)
+        return _build_agent_os(user.pk if user is not None else None)[0]
 
 
 agent_os_config = AgentOSConfig()

@@ -1,0 +1,229 @@
+"""agno's storage interface over the Django chat tables, for the AgentOS server.
+
+AgentOS (`manage.py agentos_start`) reads and writes sessions through an agno
+`AsyncBaseDb`. This one stores nothing of its own: a session is a
+`ChatSession`, a run is a finished message `Job` with its user and assistant
+`ChatMessage`s. So there is one transcript, whichever door a message came in
+by: a conversation started over the REST API continues in AgentOS with its
+history, and AgentOS runs show up in `/api/v1/agentos/sessions/`.
+
+Every read and write is scoped to the user the request authenticated as
+(`current_user`, set by the server's auth middleware), never to the `user_id`
+a client passes: another user's session does not exist here either.
+
+agno features Opie does not keep (memories, evals, traces, knowledge contents,
+learnings) answer empty.
+"""
+from __future__ import annotations
+
+import contextvars
+import logging
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from agno.db.base import AsyncBaseDb, SessionType
+
+logger = logging.getLogger(__name__)
+
+current_user: contextvars.ContextVar[Any] = contextvars.ContextVar("opie_agentos_user", default=None)
+
+# agno features Opie does not store answer empty, never with an error. Listings
+# come back as (rows, total) when agno asks for raw rows (deserialize=False).
+_LISTINGS = {"get_user_memories", "get_eval_runs", "get_learnings", "get_knowledge_contents"}
+_PAIRS = {"get_traces": ([], 0), "get_trace_stats": ([], 0), "get_user_memory_stats": ([], 0),
+          "get_metrics": ([], None)}
+_LISTS = {"get_all_memory_topics", "get_spans"}
+
+
+def _epoch(value: Any) -> int:
+    return int(value.timestamp())
+
+
+class DjangoSessionDb(AsyncBaseDb):
+    def __init__(self) -> None:
+        super().__init__(id="opie-django")
+
+    # schema: the Django migrations own it
+    async def table_exists(self, table_name: str) -> bool:
+        return True
+
+    async def get_latest_schema_version(self, *args: Any, **kwargs: Any) -> str:
+        return "opie"
+
+    async def upsert_schema_version(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    # sessions
+    async def get_session(self, session_id: str, session_type: SessionType | None = None,
+                          user_id: str | None = None, deserialize: bool | None = True,
+                          runs_limit: int | None = None) -> Any:
+        data = await sync_to_async(self._session_dict)(session_id, runs_limit)
+        if data is None or not deserialize:
+            return data
+        from agno.session.agent import AgentSession
+
+        return AgentSession.from_dict(data)
+
+    async def get_sessions(self, session_type: SessionType | None = None, user_id: str | None = None,
+                           component_id: str | None = None, session_name: str | None = None,
+                           start_timestamp: int | None = None, end_timestamp: int | None = None,
+                           limit: int | None = None, page: int | None = None, sort_by: str | None = None,
+                           sort_order: str | None = None, deserialize: bool | None = True,
+                           include_runs: bool = True) -> Any:
+        rows, total = await sync_to_async(self._sessions)(component_id, session_name, limit, page, sort_order,
+                                                          include_runs)
+        if not deserialize:
+            return rows, total
+        from agno.session.agent import AgentSession
+
+        return [AgentSession.from_dict(row) for row in rows]
+
+    async def upsert_session(self, session: Any, deserialize: bool | None = True) -> Any:
+        await sync_to_async(self._upsert_session)(session)
+        return session if deserialize else session.to_dict()
+
+    async def upsert_sessions(self, sessions: list[Any], deserialize: bool | None = True,
+                              preserve_updated_at: bool = False) -> list[Any]:
+        return [await self.upsert_session(session, deserialize) for session in sessions]
+
+    async def rename_session(self, session_id: str, session_type: SessionType | None, session_name: str,
+                             user_id: str | None = None, deserialize: bool | None = True) -> Any:
+        renamed = await sync_to_async(self._rename)(session_id, session_name)
+        return await self.get_session(session_id, deserialize=deserialize) if renamed else None
+
+    async def delete_session(self, session_id: str, user_id: str | None = None) -> bool:
+        return await sync_to_async(self._delete)([session_id]) > 0
+
+    async def delete_sessions(self, session_ids: list[str], user_id: str | None = None) -> None:
+        await sync_to_async(self._delete)(session_ids)
+
+    # runs
+    async def upsert_run(self, run: Any, session_id: str, user_id: str | None = None,
+                         run_index: int | None = None) -> None:
+        await sync_to_async(self._record_run)(run, session_id)
+
+    # ---- the Django side (sync) ----
+    def _user(self) -> Any:
+        user = current_user.get()
+        if user is None:
+            raise PermissionError("no authenticated user for this request")
+        return user
+
+    def _owned(self) -> Any:
+        from apps.chat.models import ChatSession
+
+        return ChatSession.objects.select_related("agent").filter(owner=self._user())
+
+    def _runs(self, session: Any, limit: int | None) -> list[dict[str, Any]]:
+        from apps.chat.selectors import session_messages
+
+        runs: dict[int, dict[str, Any]] = {}
+        for message in session_messages(session=session):
+            job = message.job
+            if job is None or job.status != "succeeded":
+                continue  # history is the completed exchanges, as for the workers
+            run = runs.setdefault(job.pk, {
+                "run_id": (job.input or {}).get("agno_run_id") or job.public_id, "agent_id": session.agent.public_id,
+                "session_id": session.public_id, "user_id": str(session.owner_id), "status": "COMPLETED",
+                "created_at": _epoch(job.created_at), "messages": [], "content": ""})
+            run["messages"].append({"role": message.role, "content": message.content,
+                                    "created_at": _epoch(message.created_at)})
+            if message.role == "user":
+                run["input"] = {"input_content": message.content}
+            else:
+                run["content"] = message.content
+        ordered = list(runs.values())
+        return ordered[-limit:] if limit else ordered
+
+    def _as_dict(self, session: Any, runs_limit: int | None = None, include_runs: bool = True) -> dict[str, Any]:
+        return {
+            "session_id": session.public_id, "session_type": "agent", "agent_id": session.agent.public_id,
+            "user_id": str(session.owner_id), "session_data": {"session_name": session.title},
+            "agent_data": {"agent_id": session.agent.public_id, "name": session.agent.name},
+            "metadata": None, "summary": None, "created_at": _epoch(session.created_at),
+            "updated_at": _epoch(session.updated_at),
+            "runs": self._runs(session, runs_limit) if include_runs else [],
+        }
+
+    def _session_dict(self, session_id: str, runs_limit: int | None) -> dict[str, Any] | None:
+        session = self._owned().filter(public_id=session_id).first()
+        return self._as_dict(session, runs_limit) if session is not None else None
+
+    def _sessions(self, agent_id: str | None, name: str | None, limit: int | None, page: int | None,
+                  sort_order: str | None, include_runs: bool) -> tuple[list[dict[str, Any]], int]:
+        sessions = self._owned()
+        if agent_id:
+            sessions = sessions.filter(agent__public_id=agent_id)
+        if name:
+            sessions = sessions.filter(title__icontains=name)
+        sessions = sessions.order_by("created_at" if sort_order == "asc" else "-created_at", "id")
+        total = sessions.count()
+        if limit:
+            start = (max(page or 1, 1) - 1) * limit
+            sessions = sessions[start:start + limit]
+        return [self._as_dict(s, include_runs=include_runs) for s in sessions], total
+
+    def _upsert_session(self, session: Any) -> None:
+        """A new AgentOS session becomes a ChatSession of the user; an existing one
+        keeps its owner and agent (only the name can change)."""
+        from apps.agents.selectors import agent_get_visible
+        from apps.chat.models import ChatSession
+        from apps.chat.services import session_create
+
+        user = self._user()
+        name = ((session.session_data or {}).get("session_name") or "")[:200]
+        existing = ChatSession.objects.filter(public_id=session.session_id).first()
+        if existing is not None:
+            if existing.owner_id == user.pk and name and name != existing.title:
+                ChatSession.objects.filter(pk=existing.pk).update(title=name)
+            return
+        agent = agent_get_visible(user=user, agent_id=session.agent_id)
+        session_create(user=user, agent=agent, title=name, session_id=session.session_id)
+
+    def _rename(self, session_id: str, name: str) -> bool:
+        from apps.chat.models import ChatSession
+
+        return ChatSession.objects.filter(owner=self._user(), public_id=session_id).update(title=name[:200]) > 0
+
+    def _delete(self, session_ids: list[str]) -> int:
+        return self._owned().filter(public_id__in=session_ids).delete()[0]
+
+    def _record_run(self, run: Any, session_id: str) -> None:
+        """Only finished runs are recorded; agno saves a run again as it goes."""
+        from agno.run.base import RunStatus
+
+        from apps.jobs.services import message_record
+
+        if run.status not in (RunStatus.completed, RunStatus.error):
+            return
+        session = self._owned().filter(public_id=session_id).first()
+        if session is None:
+            logger.warning("AgentOS run %s for unknown session %s not recorded", run.run_id, session_id)
+            return
+        message = run.input.input_content if run.input is not None else ""
+        message = message if isinstance(message, str) else str(message)
+        reply = run.content if isinstance(run.content, str) else str(run.content or "")
+        metrics = run.metrics.to_dict() if run.metrics is not None else {}
+        tools = [{"id": t.tool_call_id, "name": t.tool_name, "arguments": t.tool_args or {}, "result": t.result}
+                 for t in run.tools or []]
+        message_record(user=session.owner, agent=session.agent, session=session, run_id=run.run_id,
+                       message=message, reply=reply if run.status == RunStatus.completed else None,
+                       tool_calls=tools, metrics=metrics, error=reply)
+
+
+def _unsupported(name: str) -> Any:
+    async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if name in _LISTINGS:
+            return [] if kwargs.get("deserialize", True) else ([], 0)
+        if name in _PAIRS:
+            return _PAIRS[name]
+        return [] if name in _LISTS else None
+
+    method.__name__ = name
+    return method
+
+
+for _name in DjangoSessionDb.__abstractmethods__:
+    setattr(DjangoSessionDb, _name, _unsupported(_name))
+DjangoSessionDb.__abstractmethods__ = frozenset()

@@ -1,0 +1,175 @@
+"""`manage.py agentos_start`: agno's own AgentOS serving the Django agents, as a
+real uvicorn process, behind Opie's API tokens, sharing the Django sessions."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+
+from apps.agents.models import Agent
+from apps.chat.models import ChatMessage, ChatSession
+from tests.conftest import ROOT, wait_for_job, worker_env
+from tests.factories import make_agent, make_token, make_user
+
+pytestmark = pytest.mark.worker
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class AgentOSProcess:
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        self._out = open(log, "w")
+        self.proc = subprocess.Popen([sys.executable, "manage.py", "agentos_start", "--port", str(self.port), *args],
+                                     cwd=ROOT, env=worker_env(), stdout=self._out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agentos_start exited:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"agentos_start not answering:\n{log.read_text()[-3000:]}")
+
+    def client(self, token: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self._out.close()
+
+
+@pytest.fixture
+def agentos(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[..., AgentOSProcess]]:
+    started: list[AgentOSProcess] = []
+
+    def start(*args: str) -> AgentOSProcess:
+        started.append(AgentOSProcess(list(args), tmp_path / f"agentos{len(started)}.log"))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def run(client: httpx.Client, agent_id: str, message: str, **fields: str) -> httpx.Response:
+    return client.post(f"/agents/{agent_id}/runs", data={"message": message, "stream": "false", **fields})
+
+
+def test_every_route_but_health_needs_an_opie_api_token(agentos, user):
+    agent = make_agent(user)
+    server = agentos()
+    anonymous = server.client(None)
+
+    assert anonymous.get("/health").status_code == 200
+    for path in ("/agents", f"/agents/{agent.public_id}", "/sessions", "/config", "/docs", "/openapi.json"):
+        response = anonymous.get(path)
+        assert response.status_code == 401, path
+        assert response.json()["error"]["code"] == "unauthorized"
+    assert run(anonymous, agent.public_id, "hi").status_code == 401
+    assert server.client("opie_not-a-real-token").get("/agents").status_code == 401
+    assert server.client(make_token(user)).get("/agents").status_code == 200
+
+
+def test_agents_are_the_django_agents_the_token_user_may_use(agentos, user, other_user):
+    mine = make_agent(user, name="Mine")
+    public = make_agent(other_user, name="Everyone's", visibility=Agent.Visibility.PUBLIC)
+    private = make_agent(other_user, name="Mallory's")
+    server = agentos()
+    alice = server.client(make_token(user))
+
+    listed = {a["id"]: a for a in alice.get("/agents").json()}
+    assert set(listed) == {mine.public_id, public.public_id}
+    assert listed[mine.public_id]["name"] == "Mine" and listed[mine.public_id]["model"]["provider"] == "local"
+    assert {a["id"] for a in alice.get("/config").json()["agents"]} == {mine.public_id, public.public_id}
+    assert alice.get(f"/agents/{private.public_id}").status_code == 404
+    assert run(alice, private.public_id, "let me in").status_code == 404
+    assert not ChatSession.objects.filter(agent=private).exists()
+    mallory = server.client(make_token(other_user))
+    assert {a["id"] for a in mallory.get("/agents").json()} == {public.public_id, private.public_id}
+
+
+def test_agentos_and_the_rest_api_share_one_transcript(agentos, start_worker, http, user, other_user):
+    start_worker()
+    agent = make_agent(user)
+    server = agentos()
+    alice = server.client(make_token(user))
+
+    # started over the REST API, answered by a Celery worker
+    sent = http.post("send-message/", json={"agent_id": agent.public_id, "message": "first"}).json()
+    assert wait_for_job(http, sent["job_id"])["status"] == "succeeded"
+    session_id = sent["session_id"]
+
+    # continued in AgentOS: it sees the history (the local model counts user turns)
+    reply = run(alice, agent.public_id, "second", session_id=session_id, user_id="999")
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["content"] == "Echo #2: second"
+    assert reply.json()["user_id"] == str(user.pk), "the token's user, not the one the client claimed"
+
+    # ... and the REST API shows the AgentOS run as part of the same session
+    transcript = http.get(f"sessions/{session_id}/").json()["messages"]
+    assert [(m["role"], m["content"]) for m in transcript] == [
+        ("user", "first"), ("assistant", "Echo #1: first"), ("user", "second"), ("assistant", "Echo #2: second")]
+    agentos_job = http.get(f"jobs/{transcript[-1]['job_id']}/").json()
+    assert agentos_job["status"] == "succeeded"
+
+    # a session opened in AgentOS is a Django session too
+    fresh = run(alice, agent.public_id, "hello from agentos").json()
+    assert http.get(f"sessions/{fresh['session_id']}/").json()["title"] == "hello from agentos"
+    listed = alice.get("/sessions", params={"type": "agent"}).json()["data"]
+    assert {s["session_id"] for s in listed} == {session_id, fresh["session_id"]}
+    runs = alice.get(f"/sessions/{session_id}/runs", params={"type": "agent"}).json()
+    assert [r["content"] for r in runs] == ["Echo #1: first", "Echo #2: second"]
+
+    # another user sees none of it, and cannot write into it
+    mallory = server.client(make_token(other_user))
+    assert mallory.get("/sessions", params={"type": "agent"}).json()["data"] == []
+    assert mallory.get(f"/sessions/{session_id}", params={"type": "agent"}).status_code == 404
+    assert ChatMessage.objects.filter(session__public_id=session_id).count() == 4
+
+
+def test_user_id_and_reload_flags(agentos, user, other_user):
+    alices = make_agent(user)
+    mallorys = make_agent(other_user)
+    server = agentos("--user-id", str(other_user.pk), "--reload")
+
+    assert f"on http://127.0.0.1:{server.port}" in server.log.read_text(), "bound to loopback by default"
+    assert "with reload" in server.log.read_text()
+    mallory = server.client(make_token(other_user))
+    assert [a["id"] for a in mallory.get("/agents").json()] == [mallorys.public_id]
+    alice = server.client(make_token(user))
+    assert alice.get("/agents").json() == [], "only the agents user --user-id may use are served"
+    assert run(alice, alices.public_id, "hi").status_code == 404
+
+
+def test_agentos_start_refuses_to_start_when_disabled_or_for_an_unknown_user(db):
+    with override_settings(AGENTOS_ENABLED=False), pytest.raises(CommandError, match="disabled"):
+        call_command("agentos_start")
+    with pytest.raises(CommandError, match="no active user"):
+        call_command("agentos_start", "--user-id", "424242")
