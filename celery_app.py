@@ -22,6 +22,7 @@ app.conf.task_routes = {
     "workers.tasks.sweep_jobs_task": {"queue": "sync"},
     "workers.tasks.run_sync_task": {"queue": "sync"},
     "workers.tasks.periodic_sync_task": {"queue": "sync"},
+    "workers.tasks.run_ingest_task": {"queue": "knowledge"},
     "workers.webhook_tasks.*": {"queue": "webhooks"},
 }
 app.conf.include = ["workers.tasks", "workers.webhook_tasks", "workers.signals", "workers.control"]

@@ -25,6 +25,27 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{threading.get_native_id()}"
 
 
+def _sources(agent: Any, history: list[Any]) -> list[dict[str, Any]]:
+    """The chunks of the agent's knowledge bases nearest to this message."""
+    from django.conf import settings
+
+    from apps.knowledge.selectors import agent_knowledge_ids, chunks_search
+
+    kb_ids = agent_knowledge_ids(agent=agent)
+    if not kb_ids or not history:
+        return []
+    found = chunks_search(kb_ids=kb_ids, query=str(history[-1].content), limit=settings.AGENTOS_KNOWLEDGE_TOP_K)
+    return [{**s, "content": s["content"][:1500]} for s in found]
+
+
+def _sources_context(sources: list[dict[str, Any]]) -> str | None:
+    if not sources:
+        return None
+    lines = [f"[{i}] ({s['document_name']}) {s['content']}" for i, s in enumerate(sources, 1)]
+    return ("Answer from these sources from the user's knowledge base when they are relevant, "
+            "and cite them as [n].\n<sources>\n" + "\n".join(lines) + "\n</sources>")
+
+
 def _history(job: Job) -> list[Any]:
     from agno.models.message import Message
 
@@ -94,9 +115,10 @@ def execute_message_job(job_id: int) -> str:
     pool = get_pool()
     started = time.perf_counter()
     with watcher.track(job):
-        runner = pool.checkout(agent, user=job.owner, session_id=job.session.public_id,
-                               tool_hooks=[_tool_events(job)])
         history = _history(job)
+        sources = _sources(agent, history)
+        runner = pool.checkout(agent, user=job.owner, session_id=job.session.public_id,
+                               tool_hooks=[_tool_events(job)], context=_sources_context(sources))
         release_connection_if_busy(pool.stats.in_flight)  # the task adapter counts this job in flight
         output = runner.run(history, session_id=job.session.public_id, user_id=str(job.owner_id),
                             run_id=job.public_id, stream=False)
@@ -107,5 +129,6 @@ def execute_message_job(job_id: int) -> str:
                                     message=str(output.content or "the model run failed")) else "dropped"
     content = output.content if isinstance(output.content, str) else str(output.content or "")
     reply = job_succeed_message(job=job, content=content, tool_calls=_tool_calls(output),
-                                metrics=_metrics(output, started))
+                                metrics=_metrics(output, started),
+                                sources=[{k: v for k, v in s.items() if k != "chunk_id"} for s in sources])
     return "succeeded" if reply is not None else "dropped"

@@ -75,10 +75,10 @@ class AgentPool:
             self.stats.evictions += 1
 
     def checkout(self, agent: DjangoAgent, *, user: Any, session_id: str,
-                 tool_hooks: list[Any] | None = None) -> Any:
-        """A fresh agno Agent over warm parts, for one run only."""
+                 tool_hooks: list[Any] | None = None, context: str | None = None) -> Any:
+        """A fresh agno Agent over warm parts, for one run only (`context`: this run's knowledge sources)."""
         return agent_os_config.agent_from_parts(self.parts_for(agent), user=user, session_id=session_id,
-                                                tool_hooks=tool_hooks)
+                                                tool_hooks=tool_hooks, context=context)
 
     def invalidate(self, agent_pk: int | None = None) -> int:
         """Drop one agent's entries (or all); returns how many went."""

@@ -42,6 +42,16 @@ def run_sync_task(job_id: int) -> str:
     return outcome
 
 
+@app.task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_ingest_task(job_id: int) -> str:
+    """Parse, chunk and embed one uploaded document (queue `knowledge`)."""
+    from workers.knowledge import execute_ingest_job
+
+    outcome = execute_ingest_job(job_id)
+    logger.info("ingest job %s: %s", job_id, outcome)
+    return outcome
+
+
 @app.task(ignore_result=False)
 def periodic_sync_task() -> dict[str, int] | None:
     """Sync every agent (beat, every AGENTOS_SYNC_INTERVAL). Locked: never two at once."""

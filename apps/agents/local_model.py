@@ -7,7 +7,8 @@ Conventions the tests and the demo rely on:
 - `/tool <name> <argument>` calls that tool (when the agent has it) with the
   argument, then answers `<name> returned: <result>`;
 - `/fail <reason>` makes the provider fail, like an upstream 5xx;
-- option `latency_ms` sleeps that long per model call, like a slow LLM.
+- option `latency_ms` sleeps that long per model call, like a slow LLM;
+- with knowledge sources in its system prompt it quotes the first one.
 """
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ def _text(message: Message) -> str:
     return json.dumps(content) if not isinstance(content, list) else " ".join(str(c) for c in content)
 
 
+def _from_sources(messages: list[Message]) -> str:
+    """With knowledge sources in the system prompt, quote the best one: the
+    offline stand-in for an answer grounded on retrieved chunks."""
+    for message in messages:
+        text = _text(message) if message.role == "system" else ""
+        if "<sources>" in text:
+            first = text.split("<sources>", 1)[1].strip().splitlines()[0]
+            return f"\n\nFrom the knowledge base: {first[:300]}"
+    return ""
+
+
 def _words(text: str) -> int:
     return max(1, len(text.split()))
 
@@ -57,7 +69,7 @@ class LocalModel(Model):
                                      model_name=self.name, model_id=self.id)
         if text.startswith("/tool "):
             return self._tool_call(messages, text[6:].strip(), tools or [])
-        return self._response(messages, content=f"Echo #{len(users)}: {text}")
+        return self._response(messages, content=f"Echo #{len(users)}: {text}" + _from_sources(messages))
 
     def _tool_call(self, messages: list[Message], command: str, tools: list[dict[str, Any]]) -> ModelResponse:
         name, _, argument = command.partition(" ")

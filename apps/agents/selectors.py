@@ -1,6 +1,7 @@
 """Which agents a user may see and use (RBAC lives here only)."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
@@ -12,7 +13,10 @@ def agent_list_visible(*, user: AbstractBaseUser) -> QuerySet[Agent]:
     """Enabled agents the user owns, that are shared with them, or that are public."""
     grant = (Q(owner=user) | Q(visibility=Agent.Visibility.PUBLIC)
              | Q(visibility=Agent.Visibility.SHARED, shared_with=user))
-    return Agent.objects.filter(grant, enabled=True).distinct()
+    agents = Agent.objects.filter(grant, enabled=True)
+    if not settings.AGENTOS_INCLUDE_VAULT_AGENTS:  # vault agents exist only while the setting is on
+        agents = agents.exclude(is_vault=True)
+    return agents.distinct()
 
 
 def agent_get_visible(*, user: AbstractBaseUser, agent_id: str) -> Agent:

@@ -17,6 +17,7 @@ from apps.common import DomainError
 from apps.events.api import router as events_router
 from apps.events.services import job_wait
 from apps.jobs.models import Job
+from apps.knowledge.api import router as knowledge_router
 from apps.opie.agentos.service import AgentOSService
 from apps.webhooks.api import router as webhooks_router
 
@@ -149,3 +150,4 @@ def jobs_cancel(request: HttpRequest, job_id: str) -> Any:
 api.add_router("", router)
 api.add_router("", events_router)
 api.add_router("", webhooks_router)
+api.add_router("", knowledge_router)

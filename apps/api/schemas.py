@@ -80,6 +80,7 @@ class MessageOut(Schema):
     role: Literal["user", "assistant"]
     content: str
     tool_calls: list[dict[str, Any]]
+    sources: list[dict[str, Any]] = []
     created_at: str
     job_id: Optional[str]
 

@@ -42,6 +42,8 @@ class ChatMessage(models.Model):
     content = models.TextField()
     tool_calls = models.JSONField(default=list, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    # knowledge chunks the reply was grounded on: document, chunk, score, excerpt
+    sources = models.JSONField(default=list, blank=True)
     job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL,
                             related_name="messages")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -21,6 +21,7 @@ def message_to_dict(message: ChatMessage) -> dict[str, Any]:
         "role": message.role,
         "content": message.content,
         "tool_calls": message.tool_calls or [],
+        "sources": message.sources or [],
         "created_at": message.created_at.isoformat(),
         "job_id": message.job.public_id if message.job_id else None,
     }

@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 TASKS = {
     Job.Kind.MESSAGE: ("workers.tasks.run_message_task", "agents"),
     Job.Kind.SYNC: ("workers.tasks.run_sync_task", "sync"),
+    Job.Kind.INGEST: ("workers.tasks.run_ingest_task", "knowledge"),
 }
 
 

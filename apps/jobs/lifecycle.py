@@ -113,7 +113,7 @@ def _fenced(job: Job) -> Any:
 
 @transaction.atomic
 def job_succeed_message(*, job: Job, content: str, tool_calls: list[dict[str, Any]],
-                        metrics: dict[str, Any]) -> ChatMessage | None:
+                        metrics: dict[str, Any], sources: list[dict[str, Any]] | None = None) -> ChatMessage | None:
     """Write the reply and finish the job in one transaction, fenced on the lease.
 
     Returns None (and writes nothing) when this attempt no longer holds the job,
@@ -122,8 +122,9 @@ def job_succeed_message(*, job: Job, content: str, tool_calls: list[dict[str, An
         job_cancelled(job=job)
         return None
     reply = ChatMessage(session_id=job.session_id, role=ChatMessage.Role.ASSISTANT, content=content,
-                        tool_calls=tool_calls, metrics=metrics, job=job)
-    result = {"message_id": reply.public_id, "content": content, "tool_calls": tool_calls, "metrics": metrics}
+                        tool_calls=tool_calls, metrics=metrics, sources=sources or [], job=job)
+    result = {"message_id": reply.public_id, "content": content, "tool_calls": tool_calls, "metrics": metrics,
+              "sources": sources or []}
     now = timezone.now()
     if _fenced(job).update(status=Job.Status.SUCCEEDED, result=result, finished_at=now,
                            lease_expires_at=None) != 1:

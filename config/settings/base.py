@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "apps.jobs",
     "apps.events",
     "apps.webhooks",
+    "apps.knowledge",
     "apps.opie",
 ]
 

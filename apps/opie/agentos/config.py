@@ -45,7 +45,7 @@ class AgentOSConfig:
 
     def agent_from_parts(self, parts: AgentParts, *, user: AbstractBaseUser | None = None,
                          session_id: str | None = None, tool_hooks: list[Callable[..., Any]] | None = None,
-                         db: Any = None) -> Any:
+                         db: Any = None, context: str | None = None) -> Any:
         """Workers pass no `db`: Django owns history and hands it in as the run
         input. The AgentOS server passes `DjangoSessionDb`, which reads the same
         history from the same tables."""
@@ -56,7 +56,8 @@ class AgentOSConfig:
             id=parts.public_id, name=parts.name, description=parts.description or None,
             instructions=parts.instructions or None, model=parts.model, tools=list(parts.tools),
             db=db, session_id=session_id, user_id=str(user.pk) if user is not None else None,
-            telemetry=False, markdown=False, debug_mode=False, tool_hooks=tool_hooks, **history)
+            telemetry=False, markdown=False, debug_mode=False, tool_hooks=tool_hooks, additional_context=context,
+            **history)
 
     def create_agent_from_django(self, django_agent: DjangoAgent, user: AbstractBaseUser | None = None,
                                  session_id: str | None = None) -> Any:

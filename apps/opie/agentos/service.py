@@ -68,6 +68,9 @@ class AgentOSService:
 
     # agents
     def get_available_agents(self) -> list[dict[str, Any]]:
+        from apps.knowledge.services import vault_agent_ensure
+
+        vault_agent_ensure(user=self.user)
         agents = agent_list_visible(user=self.user).select_related("owner")
         return [agent_to_dict(agent, viewer=self.user) for agent in agents]
 

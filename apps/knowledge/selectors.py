@@ -1,0 +1,69 @@
+"""Who may see which knowledge base, and vector search over its chunks.
+
+The rule: a user searches, lists and attaches only knowledge bases they own or
+that are shared with them (or public). An agent retrieves from the knowledge
+bases attached to it; someone allowed to use a shared agent gets the chunks
+that agent retrieves for their question (as its sources), but cannot list,
+search or read the knowledge base itself unless it is shared with them too.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q, QuerySet
+from pgvector.django import CosineDistance
+
+from apps.common import NotFound
+from apps.knowledge.models import Chunk, Document, KnowledgeBase
+
+
+def kb_list_visible(*, user: AbstractBaseUser) -> QuerySet[KnowledgeBase]:
+    grant = (Q(owner=user) | Q(visibility=KnowledgeBase.Visibility.PUBLIC)
+             | Q(visibility=KnowledgeBase.Visibility.SHARED, shared_with=user))
+    return KnowledgeBase.objects.filter(grant).distinct()
+
+
+def kb_get_visible(*, user: AbstractBaseUser, kb_id: str) -> KnowledgeBase:
+    kb = kb_list_visible(user=user).filter(public_id=kb_id).first()
+    if kb is None:
+        raise NotFound("knowledge_base")
+    return kb
+
+
+def kb_get_owned(*, user: AbstractBaseUser, kb_id: str) -> KnowledgeBase:
+    kb = KnowledgeBase.objects.filter(owner=user, public_id=kb_id).first()
+    if kb is None:
+        raise NotFound("knowledge_base")
+    return kb
+
+
+def document_get(*, kb: KnowledgeBase, document_id: str) -> Document:
+    document = kb.documents.filter(public_id=document_id).defer("data").first()
+    if document is None:
+        raise NotFound("document")
+    return document
+
+
+def chunks_search(*, kb_ids: list[int], query: str, limit: int = 5) -> list[dict[str, Any]]:
+    """The `limit` chunks nearest to `query` (cosine, through the HNSW index)."""
+    from apps.knowledge.embeddings import embed
+
+    if not kb_ids or not query.strip():
+        return []
+    vector = embed([query])[0]
+    rows = (Chunk.objects.filter(knowledge_base_id__in=kb_ids, document__status=Document.Status.READY)
+            .annotate(distance=CosineDistance("embedding", vector))
+            .select_related("document", "knowledge_base").order_by("distance")[:limit])
+    return [{"chunk_id": c.pk, "content": c.content, "score": round(1 - float(c.distance), 4), "index": c.index,
+             "document_id": c.document.public_id, "document_name": c.document.name,
+             "knowledge_base_id": c.knowledge_base.public_id} for c in rows]
+
+
+def agent_knowledge_ids(*, agent: Any) -> list[int]:
+    """The knowledge bases an agent retrieves from: those attached to it that
+    its owner may still read (detaching or unsharing takes effect at once)."""
+    attached = list(agent.knowledge_bases.values_list("pk", flat=True))
+    if not attached:
+        return []
+    return list(kb_list_visible(user=agent.owner).filter(pk__in=attached).values_list("pk", flat=True))
