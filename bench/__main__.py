@@ -329,7 +329,12 @@ def report(r: dict[str, Any]) -> str:
     lines += [f"| 5. pool | cold build p50 · warm checkout p50 | {p['cold_p50_us']:.0f} µs · {p['warm_p50_us']:.0f} µs "
               f"({p['ratio']:.0f}×) |",
               f"| | RSS: no agents → 200 warm agents | {p['rss_none_mb']:.0f} → {p['rss_200_mb']:.0f} MB "
-              f"(+{p['rss_200_delta_mb']:.1f}) |", "", "| target | measured | met |", "|---|---|---|"]
+              f"(+{p['rss_200_delta_mb']:.1f}) |"]
+    if "knowledge" in r:
+        from bench.knowledge import report_rows
+
+        lines += report_rows(r["knowledge"])
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {'yes' if met else 'no'} |" for name, value, met in targets(r)]
     return "\n".join(lines)
 
@@ -383,6 +388,9 @@ def main() -> None:
         stop(main_worker)
         results["scaling"] = scenario_scaling(base, ctx, quick)
         results["pool"] = scenario_pool(ctx, quick)
+        from bench.knowledge import scenario_knowledge
+
+        results["knowledge"] = scenario_knowledge(ctx, quick, say)
     finally:
         stop_all()
     RESULTS.mkdir(parents=True, exist_ok=True)
