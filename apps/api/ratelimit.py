@@ -39,5 +39,7 @@ def check_job_rate(request: HttpRequest) -> None:
     except Exception:
         logger.warning("rate limiter unavailable; letting the request through", exc_info=True)
         return
+    if count is None:  # the cache ignored a Redis error (IGNORE_EXCEPTIONS): fail open
+        return
     if count > limit:
         raise RateLimited(retry_after=max(1, int((window + 1) * WINDOW - now) + 1))
