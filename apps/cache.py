@@ -111,10 +111,16 @@ def _supported() -> bool:
     return isinstance(_backend(), RedisCache)
 
 
+def known_down() -> bool:
+    """Redis failed this process within the last OUTAGE_BACKOFF seconds: other
+    best-effort users of the cache (the rate limiter) skip it too."""
+    return time.monotonic() < _down_until.get(_location(), 0.0)
+
+
 def _usable() -> bool:
     if connection.in_atomic_block or settings.AGENTOS_CACHE_TTL <= 0:
         return False
-    return time.monotonic() >= _down_until.get(_location(), 0.0) and _supported()
+    return not known_down() and _supported()
 
 
 def _trip(exc: BaseException) -> None:
