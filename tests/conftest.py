@@ -27,6 +27,15 @@ def _clean_broker() -> None:
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
 
 
+@pytest.fixture(autouse=True)
+def _clean_cache() -> None:
+    """Each test starts with no cached agent, permission or session: the database
+    is flushed or rolled back between tests, and those writes invalidate nothing."""
+    from django.core.cache import cache
+
+    cache.delete_pattern("agentos_*")
+
+
 @pytest.fixture
 def user(db: Any) -> Any:
     return make_user("alice")

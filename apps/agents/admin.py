@@ -1,7 +1,9 @@
 from django.contrib import admin
-from django.db.models import F
+from django.db.models import F, QuerySet
+from django.http import HttpRequest
 
 from apps.agents.models import Agent
+from apps.agents.services import agent_audience, agent_cache_invalidate_on_commit
 
 
 @admin.register(Agent)
@@ -12,9 +14,32 @@ class AgentAdmin(admin.ModelAdmin):
     readonly_fields = ("public_id", "version", "created_at", "updated_at")
     filter_horizontal = ("shared_with",)
 
+    # The admin writes around apps.agents.services, so it invalidates the cache
+    # itself: a change of sharing made here must reach permissions at once too.
     def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
         if change:
+            # who the agent concerned before the edit (on the instance: the admin is shared by threads)
+            obj._cache_before = (agent_audience(Agent.objects.get(pk=obj.pk)), obj.version)
             # an edit in the admin must invalidate warm pools like an API edit does
             obj.version = F("version") + 1
         super().save_model(request, obj, form, change)
         obj.refresh_from_db()
+
+    def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
+        super().save_related(request, form, formsets, change)  # shared_with is saved here
+        before, version = getattr(form.instance, "_cache_before", None) or (None, None)
+        agent_cache_invalidate_on_commit(agent=form.instance, before=before, config_version=version)
+
+    def delete_model(self, request: HttpRequest, obj: Agent) -> None:
+        self._invalidate_deleted(obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        for agent in queryset:
+            self._invalidate_deleted(agent)
+        super().delete_queryset(request, queryset)
+
+    @staticmethod
+    def _invalidate_deleted(agent: Agent) -> None:
+        agent_cache_invalidate_on_commit(agent=agent, config_version=agent.version,
+                                         session_ids=list(agent.sessions.values_list("public_id", flat=True)))

@@ -7,22 +7,48 @@ from django.contrib.auth.models import AbstractBaseUser
 from apps.agents.models import Agent
 
 
-def agent_to_dict(agent: Agent, *, viewer: AbstractBaseUser) -> dict[str, Any]:
-    is_owner = agent.owner_id == viewer.pk
+def agent_snapshot(agent: Agent) -> dict[str, Any]:
+    """An agent as any viewer may be shown it, plus its keys: what the cache keeps
+    (`agentos_agent_<public_id>`). `agent_view` turns it into one viewer's answer."""
     return {
+        "pk": agent.pk,
+        "owner_id": agent.owner_id,
         "id": agent.public_id,
         "name": agent.name,
         "description": agent.description,
-        # an agent's prompt is its owner's work: others use the agent but do not read it
-        "instructions": agent.instructions if is_owner else None,
+        "instructions": agent.instructions,
         "model": {"provider": agent.model_provider, "id": agent.model_id,
                   "options": agent.model_options or {}},
         "tools": list(agent.tools or []),
         "visibility": agent.visibility,
         "version": agent.version,
         "enabled": agent.enabled,
+        "is_vault": agent.is_vault,
         "owner": agent.owner.get_username(),
-        "is_owner": is_owner,
         "created_at": agent.created_at.isoformat(),
         "updated_at": agent.updated_at.isoformat(),
     }
+
+
+def agent_view(snapshot: dict[str, Any], *, viewer: AbstractBaseUser) -> dict[str, Any]:
+    is_owner = snapshot["owner_id"] == viewer.pk
+    return {
+        "id": snapshot["id"],
+        "name": snapshot["name"],
+        "description": snapshot["description"],
+        # an agent's prompt is its owner's work: others use the agent but do not read it
+        "instructions": snapshot["instructions"] if is_owner else None,
+        "model": snapshot["model"],
+        "tools": snapshot["tools"],
+        "visibility": snapshot["visibility"],
+        "version": snapshot["version"],
+        "enabled": snapshot["enabled"],
+        "owner": snapshot["owner"],
+        "is_owner": is_owner,
+        "created_at": snapshot["created_at"],
+        "updated_at": snapshot["updated_at"],
+    }
+
+
+def agent_to_dict(agent: Agent, *, viewer: AbstractBaseUser) -> dict[str, Any]:
+    return agent_view(agent_snapshot(agent), viewer=viewer)

@@ -1,7 +1,8 @@
-"""Agent writes. Every change bumps `version` so warm pools drop stale copies."""
+"""Agent writes. Every change bumps `version` so warm pools drop stale copies,
+and invalidates, after commit, the cache entries it changes (apps.cache)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -12,6 +13,7 @@ from apps.agents.broadcast import pool_invalidate_on_commit
 from apps.agents.models import Agent
 from apps.agents.providers import validate_model_spec
 from apps.agents.tools import validate_tool_names
+from apps.cache import PERMS_PUBLIC, agent_config_key, agent_key, invalidate_on_commit, perms_key, session_key
 from apps.common import DomainError
 
 _EDITABLE = {"name", "description", "instructions", "model_provider", "model_id", "model_options",
@@ -42,6 +44,32 @@ def _set_shared_with(agent: Agent, usernames: list[str] | None) -> None:
     agent.shared_with.set(users)
 
 
+Audience = tuple[set[int], bool]
+
+
+def agent_audience(agent: Agent) -> Audience:
+    """Whose permission entries list the agent: its owner and the users it names in
+    `shared_with` (whatever its visibility), and everyone's when it is public."""
+    return {agent.owner_id, *agent.shared_with.values_list("pk", flat=True)}, \
+        agent.visibility == Agent.Visibility.PUBLIC
+
+
+def agent_cache_invalidate_on_commit(*, agent: Agent, before: Audience | None = None,
+                                     config_version: int | None = None, session_ids: Iterable[str] = ()) -> None:
+    """Drop the agent's snapshot and the permission entries of everyone it
+    concerned `before` the write or concerns after it, once the write commits."""
+    users, public = agent_audience(agent)
+    if before is not None:
+        users, public = users | before[0], public or before[1]
+    keys = [agent_key(agent.public_id), *(perms_key(user_id) for user_id in users)]
+    if public:
+        keys.append(PERMS_PUBLIC)
+    if config_version is not None:
+        keys.append(agent_config_key(agent.pk, config_version))
+    keys.extend(session_key(session_id) for session_id in session_ids)
+    invalidate_on_commit(keys)
+
+
 @transaction.atomic
 def agent_create(*, owner: AbstractBaseUser, name: str, instructions: str = "", description: str = "",
                  model_provider: str = "local", model_id: str = "echo",
@@ -53,6 +81,7 @@ def agent_create(*, owner: AbstractBaseUser, name: str, instructions: str = "", 
     _validate(fields)
     agent = Agent.objects.create(owner=owner, **fields)
     _set_shared_with(agent, shared_with)
+    agent_cache_invalidate_on_commit(agent=agent)
     return agent
 
 
@@ -69,6 +98,7 @@ def agent_update(*, agent: Agent, shared_with: list[str] | None = None, **change
     if "name" in changes:
         changes["name"] = str(changes["name"]).strip()
     _validate(changes)
+    before, old_version = agent_audience(agent), agent.version
     for name, value in changes.items():
         setattr(agent, name, value)
     _set_shared_with(agent, shared_with)
@@ -76,10 +106,14 @@ def agent_update(*, agent: Agent, shared_with: list[str] | None = None, **change
     agent.save()
     agent.refresh_from_db()
     pool_invalidate_on_commit(agent_pk=agent.pk)
+    agent_cache_invalidate_on_commit(agent=agent, before=before, config_version=old_version)
     return agent
 
 
 @transaction.atomic
 def agent_delete(*, agent: Agent) -> None:
     pool_invalidate_on_commit(agent_pk=agent.pk)
+    # its sessions go with it (cascade): their summaries must not outlive them
+    agent_cache_invalidate_on_commit(agent=agent, config_version=agent.version,
+                                     session_ids=list(agent.sessions.values_list("public_id", flat=True)))
     agent.delete()

@@ -27,6 +27,7 @@ from apps.agents.broadcast import pool_invalidate_on_commit
 from apps.agents.models import Agent
 from apps.agents.providers import validate_model_spec
 from apps.agents.tools import validate_tool_names
+from apps.cache import agent_config_key, agent_key, invalidate_on_commit
 from apps.common import DomainError
 
 logger = logging.getLogger(__name__)
@@ -48,14 +49,10 @@ class SyncResult:
 
 
 def effective_config_hash(agent: Agent) -> str:
-    settings_part: dict[str, Any] = {"timeout": settings.AGENTOS_MODEL_TIMEOUT}
-    if agent.model_provider == "openai":
-        settings_part["base_url"] = settings.OPENAI_BASE_URL
-    if agent.model_provider == "ollama":
-        settings_part["host"] = settings.OLLAMA_HOST
-    definition = {"name": agent.name, "description": agent.description, "instructions": agent.instructions,
-                  "provider": agent.model_provider, "model": agent.model_id, "options": agent.model_options,
-                  "tools": agent.tools, "settings": settings_part}
+    """The hash of the agent's resolved configuration: its definition plus the settings that shape it."""
+    from apps.opie.agentos.config import agent_os_config
+
+    definition = agent_os_config.config_dict(agent)
     return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
 
 
@@ -120,6 +117,9 @@ def agent_sync_one(*, agent: Agent, dry_run: bool = False) -> SyncResult:
             updates["version"] = F("version") + 1
             pool_invalidate_on_commit(agent_pk=agent.pk)
         Agent.objects.filter(pk=agent.pk).update(**updates)
+        # the snapshot shows the version; a bumped version leaves the old configuration unused
+        invalidate_on_commit([agent_key(agent.public_id),
+                              *([agent_config_key(agent.pk, agent.version)] if changed else [])])
     result.version = Agent.objects.values_list("version", flat=True).get(pk=agent.pk)
     return result
 

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 
+from apps.cache import known_down
 from apps.common import DomainError
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ class RateLimited(DomainError):
 def check_job_rate(request: HttpRequest) -> None:
     limit = settings.AGENTOS_RATE_LIMIT_PER_MINUTE
     token = getattr(request, "api_token", None)
-    if limit <= 0 or token is None:
+    if limit <= 0 or token is None or known_down():  # a Redis known to be down costs no timeout here
         return
     now = time.time()
     window = int(now // WINDOW)
@@ -38,6 +39,8 @@ def check_job_rate(request: HttpRequest) -> None:
         count = cache.incr(key)
     except Exception:
         logger.warning("rate limiter unavailable; letting the request through", exc_info=True)
+        return
+    if count is None:  # the cache ignored a Redis error (IGNORE_EXCEPTIONS): fail open
         return
     if count > limit:
         raise RateLimited(retry_after=max(1, int((window + 1) * WINDOW - now) + 1))

@@ -6,6 +6,7 @@ from apps.chat.models import ChatMessage, ChatSession
 
 
 def session_to_dict(session: ChatSession) -> dict[str, Any]:
+    """A session's summary, as the API shows it."""
     return {
         "session_id": session.public_id,
         "agent_id": session.agent.public_id,
@@ -27,5 +28,6 @@ def message_to_dict(message: ChatMessage) -> dict[str, Any]:
     }
 
 
-def session_detail_to_dict(session: ChatSession, messages: Iterable[ChatMessage]) -> dict[str, Any]:
-    return {**session_to_dict(session), "messages": [message_to_dict(m) for m in messages]}
+def session_detail_to_dict(summary: dict[str, Any], messages: Iterable[ChatMessage]) -> dict[str, Any]:
+    """`summary` is `session_to_dict`'s answer (possibly cached)."""
+    return {**summary, "messages": [message_to_dict(m) for m in messages]}

@@ -20,6 +20,7 @@ from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from apps.chat.models import ChatMessage, ChatSession
+from apps.chat.services import session_changed
 from apps.events.services import job_status_changed
 from apps.jobs.dispatch import job_dispatch
 from apps.jobs.models import Job
@@ -132,6 +133,7 @@ def job_succeed_message(*, job: Job, content: str, tool_calls: list[dict[str, An
         return None
     reply.save()
     ChatSession.objects.filter(pk=job.session_id).update(updated_at=now)
+    session_changed(session_id=job.session.public_id)
     ended(job_id=job.pk)
     return reply
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from apps.agents.models import Agent
 from apps.chat.models import ChatMessage, ChatSession
-from apps.chat.services import session_create
+from apps.chat.services import session_changed, session_create
 from apps.common import DomainError, public_id
 from apps.events.services import job_created, job_status_changed
 from apps.jobs.dispatch import job_dispatch_on_commit
@@ -79,6 +79,7 @@ def message_send(*, user: AbstractBaseUser, agent: Agent, message: str, session:
                                job=job)
     if not created:
         ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
+        session_changed(session_id=session.public_id)
     job_created(job=job)
     job_dispatch_on_commit(job=job)
     return job

@@ -123,22 +123,30 @@ def document_delete(*, document: Document) -> None:
     document.delete()  # its chunks cascade
 
 
+def _new_versions(agents: Any) -> None:
+    """These agents changed: a new version (warm pools drop them) and no stale cached snapshot."""
+    from apps.cache import agent_key, invalidate_on_commit
+
+    invalidate_on_commit([agent_key(public) for public in agents.values_list("public_id", flat=True)])
+    agents.update(version=F("version") + 1)
+
+
 def _bump_agents(kb: KnowledgeBase) -> None:
     """Agents that retrieve from `kb` get a new version: warm pools drop them."""
-    Agent.objects.filter(knowledge_bases=kb).update(version=F("version") + 1)
+    _new_versions(Agent.objects.filter(knowledge_bases=kb))
 
 
 @transaction.atomic
 def kb_attach(*, user: AbstractBaseUser, kb: KnowledgeBase, agent: Agent) -> None:
     """`kb` must be readable by the user (the selector checked it) and the agent theirs."""
     kb.agents.add(agent)
-    Agent.objects.filter(pk=agent.pk).update(version=F("version") + 1)
+    _new_versions(Agent.objects.filter(pk=agent.pk))
 
 
 @transaction.atomic
 def kb_detach(*, kb: KnowledgeBase, agent: Agent) -> None:
     kb.agents.remove(agent)
-    Agent.objects.filter(pk=agent.pk).update(version=F("version") + 1)
+    _new_versions(Agent.objects.filter(pk=agent.pk))
 
 
 def vault_agent_ensure(*, user: AbstractBaseUser) -> Agent | None:
@@ -161,4 +169,5 @@ def vault_agent_ensure(*, user: AbstractBaseUser) -> Agent | None:
                              instructions="Answer from the user's own files and cite them as [n].")
         Agent.objects.filter(pk=agent.pk).update(is_vault=True)
         vault.agents.add(agent)
+        _new_versions(Agent.objects.filter(pk=agent.pk))
     return agent

@@ -100,9 +100,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"cache_outage": {"()": "config.logfilters.CacheOutageFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Redis errors the cache ignored: one WARNING line per outage window, not a traceback per call
+        "opie.cache.redis": {"filters": ["cache_outage"]},
         # agno resets its own logger's level on every run; keep it quiet through ours
         "opie.agno": {"level": env_str("AGNO_LOG_LEVEL", "WARNING")},
     },

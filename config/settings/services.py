@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, unquote, urlparse
 
-from config.env import env_bool, env_int, env_str
+from config.env import env_bool, env_float, env_int, env_str
 
 
 def database_from_url(url: str) -> dict[str, object]:
@@ -46,11 +46,23 @@ CELERY_BROKER_URL = CELERY_BROKER_URL or REDIS_URL
 
 DATABASES = {"default": database_from_url(DATABASE_URL)}
 
+# Redis is a cache here, never the truth: when it is unreachable, reads miss and
+# writes are dropped (IGNORE_EXCEPTIONS) so requests fall back to the database
+# instead of failing, and short socket timeouts keep a dead Redis from stalling them.
+CACHE_SOCKET_TIMEOUT = env_float("CACHE_SOCKET_TIMEOUT", 0.5)
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "opie",
         "TIMEOUT": env_int("AGENTOS_CACHE_TTL", 1800),
+        "OPTIONS": {
+            "IGNORE_EXCEPTIONS": True,
+            "SOCKET_CONNECT_TIMEOUT": CACHE_SOCKET_TIMEOUT,
+            "SOCKET_TIMEOUT": CACHE_SOCKET_TIMEOUT,
+        },
     }
 }
+# an ignored Redis error is logged (at WARNING, throttled: config.logfilters) on this logger
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
+DJANGO_REDIS_LOGGER = "opie.cache.redis"

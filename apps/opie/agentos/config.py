@@ -12,11 +12,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
 from apps.agents.models import Agent as DjangoAgent
 from apps.agents.providers import build_model
 from apps.agents.tools import tool_functions
+from apps.cache import agent_config_key, read
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,31 @@ class AgentParts:
 
 
 class AgentOSConfig:
+    def config_dict(self, django_agent: DjangoAgent) -> dict[str, Any]:
+        """The configuration `build_parts` builds from, resolved: the agent's
+        definition plus the deployment settings that shape it (never a key).
+        The agent sync hashes it to tell whether what runs has changed."""
+        settings_part: dict[str, Any] = {"timeout": settings.AGENTOS_MODEL_TIMEOUT}
+        if django_agent.model_provider == "openai":
+            settings_part["base_url"] = settings.OPENAI_BASE_URL
+        if django_agent.model_provider == "ollama":
+            settings_part["host"] = settings.OLLAMA_HOST
+        return {"name": django_agent.name, "description": django_agent.description,
+                "instructions": django_agent.instructions, "provider": django_agent.model_provider,
+                "model": django_agent.model_id, "options": django_agent.model_options, "tools": django_agent.tools,
+                "settings": settings_part}
+
+    def cached_config(self, django_agent: DjangoAgent) -> dict[str, Any]:
+        """`config_dict`, read through the cache under `agentos_agentconfig_<pk>_<version>`.
+        A version names one definition (every edit bumps it, and so does a sync that
+        finds the settings changed), so an edit needs no invalidation: it reads a new
+        key. Deletes and bumps drop the old key; otherwise it expires with the TTL.
+        Warm pools do not use it: they keep the built parts per (pk, version) in
+        process, and the agent row comes with the job they claim."""
+        config: dict[str, Any] = read(agent_config_key(django_agent.pk, django_agent.version),
+                                      lambda: self.config_dict(django_agent))
+        return config
+
     def build_parts(self, django_agent: DjangoAgent) -> AgentParts:
         started = time.perf_counter()
         model = build_model(django_agent.model_provider, django_agent.model_id, django_agent.model_options or {})

@@ -14,11 +14,12 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
 from apps.agents.broadcast import pool_stats
-from apps.agents.presenters import agent_to_dict
-from apps.agents.selectors import agent_get_owned, agent_get_visible, agent_list_visible
+from apps.agents.presenters import agent_to_dict, agent_view
+from apps.agents.selectors import (agent_get_owned, agent_get_visible, agent_ids_visible, agent_snapshot_get_visible,
+                                   agent_snapshots_visible)
 from apps.agents.services import agent_create, agent_delete, agent_update
 from apps.chat.presenters import session_detail_to_dict, session_to_dict
-from apps.chat.selectors import session_get_owned, session_list, session_messages
+from apps.chat.selectors import session_get_owned, session_list, session_messages, session_summary_get_owned
 from apps.chat.services import session_create
 from apps.common import DomainError, NotFound
 from apps.jobs.presenters import job_to_dict
@@ -61,21 +62,21 @@ class AgentOSService:
     def info(self) -> dict[str, Any]:
         info = {"name": "Opie AgentOS", "version": OPIE_VERSION,
                 "agno_version": getattr(agno, "__version__", "3.1.10"), "enabled": settings.AGENTOS_ENABLED,
-                "agent_count": agent_list_visible(user=self.user).count(), "queues": QUEUES}
+                "agent_count": len(agent_ids_visible(user=self.user)), "queues": QUEUES}
         if getattr(self.user, "is_staff", False):
             info["pool"] = pool_stats()  # per worker: hits, misses, builds, evictions, in flight
         return info
 
     # agents
+    # agent and session reads go through the cache (apps.cache); writes invalidate it
     def get_available_agents(self) -> list[dict[str, Any]]:
         from apps.knowledge.services import vault_agent_ensure
 
         vault_agent_ensure(user=self.user)
-        agents = agent_list_visible(user=self.user).select_related("owner")
-        return [agent_to_dict(agent, viewer=self.user) for agent in agents]
+        return [agent_view(snapshot, viewer=self.user) for snapshot in agent_snapshots_visible(user=self.user)]
 
     def get_agent(self, agent_id: str) -> dict[str, Any]:
-        return agent_to_dict(agent_get_visible(user=self.user, agent_id=agent_id), viewer=self.user)
+        return agent_view(agent_snapshot_get_visible(user=self.user, agent_id=agent_id), viewer=self.user)
 
     def create_agent(self, **fields: Any) -> dict[str, Any]:
         return agent_to_dict(agent_create(owner=self.user, **fields), viewer=self.user)
@@ -105,8 +106,8 @@ class AgentOSService:
         return {"sessions": [session_to_dict(s) for s in page], "next": after}
 
     def get_session(self, session_id: str) -> dict[str, Any]:
-        session = session_get_owned(user=self.user, session_id=session_id)
-        return session_detail_to_dict(session, session_messages(session=session))
+        found = session_summary_get_owned(user=self.user, session_id=session_id)
+        return session_detail_to_dict(found.summary, session_messages(session=found.pk))
 
     # messages and jobs
     def send_message(self, agent_id: str, message: str, session_id: str | None = None, *,
