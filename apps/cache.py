@@ -203,3 +203,9 @@ def invalidate_on_commit(keys: Iterable[str]) -> None:
     """Delete entries once the current transaction commits (at once outside one)."""
     todo = list(keys)
     transaction.on_commit(lambda: invalidate(todo))
+
+
+def kb_changed(*, kb_id: int | str) -> None:
+    """A knowledge base's status changed (ingest started or ended): drop it once this commits.
+    For the knowledge app to call from its writes; it reads with `read(kb_key(id), load)`."""
+    invalidate_on_commit([kb_key(kb_id)])

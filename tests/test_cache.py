@@ -21,7 +21,8 @@ from django.test.utils import CaptureQueriesContext
 from apps.agents.models import Agent
 from apps.agents.services import agent_update
 from apps.agents.sync import agent_sync_one
-from apps.cache import (PERMS_PUBLIC, agent_config_key, agent_key, kb_key, perms_key, read_many, session_key)
+from apps.cache import (PERMS_PUBLIC, agent_config_key, agent_key, kb_changed, kb_key, perms_key, read, read_many,
+                        session_key)
 from apps.chat.models import ChatSession
 from apps.chat.services import session_delete, session_rename
 from apps.jobs.lifecycle import job_claim, job_succeed_message
@@ -65,6 +66,16 @@ def test_keys_follow_the_agentos_type_identifier_pattern():
     assert PERMS_PUBLIC == "agentos_perms_public"
     assert session_key("sess-9f") == "agentos_session_sess-9f"
     assert kb_key(5) == "agentos_kb_5"
+
+
+def test_a_knowledge_status_is_read_through_and_dropped_when_it_changes():
+    status = {"status": "ready"}
+    assert read(kb_key(5), lambda: status) == status and in_redis(kb_key(5))
+
+    kb_changed(kb_id=5)
+
+    assert not in_redis(kb_key(5))
+    assert read(kb_key(5), lambda: {"status": "ingesting"}) == {"status": "ingesting"}
 
 
 # hits
