@@ -5,8 +5,10 @@ and the sweeper), `knowledge` (ingestion, CPU bound, prefork) and `webhooks`
 (outbound deliveries).
 """
 import os
+from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging
 from kombu import Exchange, Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -25,6 +27,20 @@ app.conf.task_routes = {
     "workers.webhook_tasks.*": {"queue": "webhooks"},
 }
 app.conf.include = ["workers.tasks", "workers.webhook_tasks", "workers.signals", "workers.control"]
+
+
+@setup_logging.connect
+def _use_django_logging(**_: Any) -> None:
+    """Workers and beat log through the settings' LOGGING (LOG_LEVEL, LOG_FORMAT), not
+    Celery's own format and `--loglevel`: the same lines, plain or JSON, as the web."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
+    if app.conf.worker_redirect_stdouts:  # what Celery does when it configures logging itself
+        app.log.redirect_stdouts(app.conf.worker_redirect_stdouts_level)
+
 
 from workers.control import PoolStatsStep  # noqa: E402  (needs `app` to exist)
 

@@ -5,7 +5,7 @@ import logging
 import os
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import celeryd_after_setup, worker_process_init, worker_ready
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
 
@@ -36,6 +36,17 @@ def _prewarm() -> None:
         logger.warning("pool prewarm failed", exc_info=True)
     finally:
         connection.close()
+
+
+@celeryd_after_setup.connect
+def _banner_as_a_log_line(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """With LOG_FORMAT=json every line a worker writes is JSON: its start-up banner
+    (printed straight to the terminal) becomes one log record instead."""
+    from django.conf import settings
+
+    if settings.LOG_FORMAT == "json" and instance is not None and not getattr(instance, "quiet", True):
+        instance.quiet = True
+        logger.info("worker %s starting\n%s", sender, instance.startup_info(artlines=False))
 
 
 @worker_process_init.connect

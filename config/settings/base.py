@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import ROOT_DIR, env_bool, env_list, env_str
+from config.logging import logging_config
 
 BASE_DIR = ROOT_DIR
 DEBUG = env_bool("DEBUG", False)
@@ -94,15 +95,13 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        # agno resets its own logger's level on every run; keep it quiet through ours
-        "opie.agno": {"level": env_str("AGNO_LOG_LEVEL", "WARNING")},
-    },
-}
+# AGENTOS_DEBUG turns on detailed logging: every level defaults to DEBUG (an explicit
+# LOG_LEVEL / AGNO_LOG_LEVEL still wins) and agno agents run in debug mode.
+_DEBUG_LOGS = env_bool("AGENTOS_DEBUG", False)
+LOG_LEVEL = env_str("LOG_LEVEL", "DEBUG" if _DEBUG_LOGS else "INFO")
+# plain: `<time> <LEVEL> <logger> <message> job=… agent=… session=…`; json: one object per line
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use plain or json")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL,
+                         agno_level=env_str("AGNO_LOG_LEVEL", "DEBUG" if _DEBUG_LOGS else "WARNING"))

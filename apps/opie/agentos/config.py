@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
 from apps.agents.models import Agent as DjangoAgent
@@ -52,7 +53,9 @@ class AgentOSConfig:
             instructions=parts.instructions or None, model=parts.model, tools=list(parts.tools),
             db=None,  # Django owns history: it is passed in as the run input
             session_id=session_id, user_id=str(user.pk) if user is not None else None,
-            telemetry=False, markdown=False, debug_mode=False, tool_hooks=tool_hooks)
+            telemetry=False, markdown=False, tool_hooks=tool_hooks,
+            # agno's own debug lines (prompts, tool calls, metrics) go to the `opie.agno` logger
+            debug_mode=settings.AGENTOS_DEBUG)
 
     def create_agent_from_django(self, django_agent: DjangoAgent, user: AbstractBaseUser | None = None,
                                  session_id: str | None = None) -> Any:
