@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import logging.config
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator
@@ -88,6 +89,13 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure(config: dict[str, Any]) -> None:
+    """Apply LOGGING (Django's LOGGING_CONFIG, and Celery's processes before they start
+    working); Python warnings become log records too, so JSON output stays JSON."""
+    logging.config.dictConfig(config)
+    logging.captureWarnings(True)
 
 
 def logging_config(*, log_format: str, level: str, agno_level: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
 from celery.signals import celeryd_after_setup, worker_process_init, worker_ready
@@ -38,13 +39,28 @@ def _prewarm() -> None:
         connection.close()
 
 
+def _say_as_json(msg: str, f: Any = sys.__stderr__) -> None:
+    """Celery's shutdown notices, written from signal handlers outside logging, as JSON lines."""
+    from config.logging import JsonFormatter
+
+    record = logging.LogRecord("celery.apps.worker", logging.INFO, __file__, 0, msg.strip(), None, None)
+    try:
+        os.write(f.fileno(), (JsonFormatter().format(record) + "\n").encode())
+    except (OSError, ValueError):  # best effort, like Celery's own: never abort a shutdown
+        pass
+
+
 @celeryd_after_setup.connect
-def _banner_as_a_log_line(sender: Any = None, instance: Any = None, **_: Any) -> None:
-    """With LOG_FORMAT=json every line a worker writes is JSON: its start-up banner
-    (printed straight to the terminal) becomes one log record instead."""
+def _json_only_output(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """With LOG_FORMAT=json every line a worker writes is JSON: its start-up banner and
+    shutdown notices (printed straight to the terminal) become JSON lines as well."""
+    from celery.apps import worker as celery_worker
     from django.conf import settings
 
-    if settings.LOG_FORMAT == "json" and instance is not None and not getattr(instance, "quiet", True):
+    if settings.LOG_FORMAT != "json" or instance is None:
+        return
+    celery_worker.safe_say = _say_as_json
+    if not getattr(instance, "quiet", True):
         instance.quiet = True
         logger.info("worker %s starting\n%s", sender, instance.startup_info(artlines=False))
 

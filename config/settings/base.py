@@ -103,5 +103,6 @@ LOG_LEVEL = env_str("LOG_LEVEL", "DEBUG" if _DEBUG_LOGS else "INFO")
 LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower()
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use plain or json")
+LOGGING_CONFIG = "config.logging.configure"
 LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL,
                          agno_level=env_str("AGNO_LOG_LEVEL", "DEBUG" if _DEBUG_LOGS else "WARNING"))
