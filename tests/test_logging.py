@@ -4,35 +4,38 @@ from __future__ import annotations
 import io
 import json
 import logging
-import logging.config
 import threading
 from typing import Any, Iterator
 
 import pytest
 
-from config.logging import current_log_context, log_context, logging_config
+from config.logging import (ContextFilter, JsonFormatter, PlainFormatter, current_log_context, log_context,
+                            logging_config)
 from tests.conftest import wait_for_job
 from tests.factories import make_agent
 
 
 @pytest.fixture
 def captured() -> Iterator[Any]:
-    """Our LOGGING on a logger of its own, writing into a buffer; `captured(fmt)` returns (logger, buffer)."""
-    made: list[logging.Logger] = []
+    """`captured(fmt, logger)`: that logger also writes into a buffer, through LOGGING's filter and formatter."""
+    attached: list[tuple[logging.Logger, logging.Handler, int]] = []
 
-    def capture(log_format: str) -> tuple[logging.Logger, io.StringIO]:
-        config = logging_config(log_format=log_format, level="INFO", agno_level="WARNING")
+    def capture(log_format: str, name: str = "opie.test") -> tuple[logging.Logger, io.StringIO]:
+        plain = logging_config(log_format="plain", level="INFO", agno_level="WARNING")["formatters"]["plain"]
         buffer = io.StringIO()
-        config["handlers"]["console"]["stream"] = buffer
-        config["loggers"] = {"opie.test": {"handlers": ["console"], "level": "DEBUG", "propagate": False}}
-        del config["root"]
-        logging.config.dictConfig(config)
-        made.append(logging.getLogger("opie.test"))
-        return made[-1], buffer
+        handler = logging.StreamHandler(buffer)
+        handler.addFilter(ContextFilter())
+        handler.setFormatter(PlainFormatter(plain["format"]) if log_format == "plain" else JsonFormatter())
+        logger = logging.getLogger(name)
+        attached.append((logger, handler, logger.level))
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        return logger, buffer
 
     yield capture
-    for logger in made:
-        logger.handlers.clear()
+    for logger, handler, level in attached:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def json_lines(buffer: io.StringIO) -> list[dict[str, Any]]:
@@ -99,6 +102,35 @@ def test_a_context_belongs_to_its_thread():
         mine = current_log_context()
 
     assert seen == {"before": {}, "inside": {"job_id": "job-b"}} and mine == {"job_id": "job-a"}
+
+
+def test_logging_sends_every_record_through_the_context_filter_in_the_chosen_format():
+    for log_format, formatter in (("plain", PlainFormatter), ("json", JsonFormatter)):
+        config = logging_config(log_format=log_format, level="INFO", agno_level="WARNING")
+        console = config["handlers"]["console"]
+        assert config["root"]["handlers"] == ["console"] and console["filters"] == ["context"]
+        assert config["formatters"][console["formatter"]]["()"] == f"config.logging.{formatter.__name__}"
+
+
+@pytest.mark.django_db
+def test_a_webhook_attempt_logs_with_its_job_id_and_nothing_after(captured, user, monkeypatch):
+    from apps.jobs.services import message_send
+    from apps.webhooks.models import WebhookDelivery
+    from workers.execution import execute_message_job
+    from workers.webhook_tasks import deliver_webhook_task
+
+    monkeypatch.delenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", raising=False)  # refused at once: no network
+    job = message_send(user=user, agent=make_agent(user), message="notify me", callback_url="http://127.0.0.1:1/")
+    execute_message_job(job.pk)
+    delivery = WebhookDelivery.objects.get(job=job)
+    _, buffer = captured("json", "apps.webhooks.services")
+
+    outcome = deliver_webhook_task(delivery.pk)
+
+    [line] = json_lines(buffer)
+    assert outcome == "failed" and line["message"].startswith(f"delivery {delivery.public_id} attempt 1: failed")
+    assert (line["job_id"], line["delivery_id"]) == (job.public_id, delivery.public_id)
+    assert current_log_context() == {}
 
 
 def test_an_unknown_log_format_is_refused():
