@@ -104,8 +104,10 @@ def test_flower_lists_the_worker_with_our_queues_and_counts_its_tasks(flower, st
         return metrics if succeeded and float(succeeded[0].rsplit(" ", 1)[1]) >= 1 else None
 
     metrics = poll(counted, 30, "the task's events in /metrics")
-    assert re.search(r'^flower_task_runtime_seconds_count\{.*task="workers.tasks.run_message_task".*\} 1\.0$',
-                     metrics, re.MULTILINE)
+    # earlier tests may leave messages queued that this worker also runs: at least ours
+    runs = re.findall(r'^flower_task_runtime_seconds_count\{.*task="workers.tasks.run_message_task".*\} (\S+)$',
+                      metrics, re.MULTILINE)
+    assert runs and float(runs[0]) >= 1
 
 
 def test_flower_refuses_to_start_without_credentials(transactional_db):

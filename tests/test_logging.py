@@ -163,7 +163,7 @@ def test_a_json_worker_writes_only_json_and_every_job_line_names_its_job(http, s
         assert {(line["agent_id"], line["session_id"]) for line in mine} == {(job["agent_id"], job["session_id"])}
     # Celery logs the task's end on the same pool thread after the job's block: no ids leak into it
     done = [line for line in lines if line["logger"] == "celery.app.trace" and "succeeded in" in line["message"]]
-    assert len(done) == 2 and not any("job_id" in line for line in done)
+    assert len(done) >= 2 and not any("job_id" in line for line in done)
 
 
 @pytest.mark.worker
