@@ -15,6 +15,7 @@ from apps.chat.selectors import session_messages
 from apps.events.services import job_event_append
 from apps.jobs.lifecycle import job_cancelled, job_claim, job_fail, job_succeed_message
 from apps.jobs.models import Job
+from config.logging import log_context
 from workers.pool import get_pool
 from workers.watcher import watcher
 
@@ -103,11 +104,22 @@ def release_connection_if_busy(in_flight: int) -> None:
 
 def execute_message_job(job_id: int) -> str:
     """Returns what happened, for logs: skipped | succeeded | failed | cancelled | dropped."""
-    from agno.run.base import RunStatus
-
     job = job_claim(job_id=job_id, worker=worker_name())
     if job is None:
+        logger.info("message job %s skipped: not claimable now", job_id)
         return "skipped"
+    # every line logged from here to the end of the job carries its public ids
+    with log_context(job_id=job.public_id, agent_id=job.agent.public_id if job.agent else None,
+                     session_id=job.session.public_id if job.session else None):
+        logger.info("message job started (attempt %d)", job.attempts)
+        outcome = _run_claimed(job)
+        logger.info("message job %s", outcome)
+        return outcome
+
+
+def _run_claimed(job: Job) -> str:
+    from agno.run.base import RunStatus
+
     agent = job.agent
     if agent is None or not agent.enabled:
         job_fail(job=job, code="agent_unavailable", message="The agent was deleted or disabled.")

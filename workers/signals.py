@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import celeryd_after_setup, worker_process_init, worker_ready
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
 
@@ -36,6 +37,32 @@ def _prewarm() -> None:
         logger.warning("pool prewarm failed", exc_info=True)
     finally:
         connection.close()
+
+
+def _say_as_json(msg: str, f: Any = sys.__stderr__) -> None:
+    """Celery's shutdown notices, written from signal handlers outside logging, as JSON lines."""
+    from config.logging import JsonFormatter
+
+    record = logging.LogRecord("celery.apps.worker", logging.INFO, __file__, 0, msg.strip(), None, None)
+    try:
+        os.write(f.fileno(), (JsonFormatter().format(record) + "\n").encode())
+    except (OSError, ValueError):  # best effort, like Celery's own: never abort a shutdown
+        pass
+
+
+@celeryd_after_setup.connect
+def _json_only_output(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """With LOG_FORMAT=json every line a worker writes is JSON: its start-up banner and
+    shutdown notices (printed straight to the terminal) become JSON lines as well."""
+    from celery.apps import worker as celery_worker
+    from django.conf import settings
+
+    if settings.LOG_FORMAT != "json" or instance is None:
+        return
+    celery_worker.safe_say = _say_as_json
+    if not getattr(instance, "quiet", True):
+        instance.quiet = True
+        logger.info("worker %s starting\n%s", sender, instance.startup_info(artlines=False))
 
 
 @worker_process_init.connect

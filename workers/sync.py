@@ -1,17 +1,31 @@
 """Run an agent-sync job: claim it, sync under the global lock, record progress, finish."""
 from __future__ import annotations
 
+import logging
+
 from apps.agents.sync import SyncBusy, SyncResult, agents_for_sync, agents_sync, sync_lock, sync_summary
 from apps.common import DomainError
 from apps.events.services import job_event_append
 from apps.jobs.lifecycle import job_claim, job_fail, job_succeed
+from apps.jobs.models import Job
+from config.logging import log_context
 from workers.execution import worker_name
+
+logger = logging.getLogger(__name__)
 
 
 def execute_sync_job(job_id: int) -> str:
     job = job_claim(job_id=job_id, worker=worker_name())
     if job is None:
+        logger.info("sync job %s skipped: not claimable now", job_id)
         return "skipped"
+    with log_context(job_id=job.public_id):
+        outcome = _run_claimed(job)
+        logger.info("sync job %s", outcome)
+        return outcome
+
+
+def _run_claimed(job: Job) -> str:
     params = job.input or {}
 
     def progress(done: int, total: int, result: SyncResult) -> None:

@@ -1,11 +1,7 @@
 """Celery tasks: thin adapters that take ids and call one service."""
 from __future__ import annotations
 
-import logging
-
 from celery_app import app
-
-logger = logging.getLogger(__name__)
 
 
 @app.task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -20,7 +16,6 @@ def run_message_task(job_id: int) -> str:
             outcome = execute_message_job(job_id)
         finally:  # after everything the job triggered (the session's next job is dispatched on commit)
             release_connection_if_busy(pool.stats.in_flight)
-    logger.info("message job %s: %s", job_id, outcome)
     return outcome
 
 
@@ -37,9 +32,7 @@ def run_sync_task(job_id: int) -> str:
     """Run one agent-sync job (queue `sync`)."""
     from workers.sync import execute_sync_job
 
-    outcome = execute_sync_job(job_id)
-    logger.info("sync job %s: %s", job_id, outcome)
-    return outcome
+    return execute_sync_job(job_id)
 
 
 @app.task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)

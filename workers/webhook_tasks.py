@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 from celery_app import app
+from config.logging import log_context
 
 
 @app.task(acks_late=True, ignore_result=True)
 def deliver_webhook_task(delivery_id: int) -> str:
     """One delivery attempt; a duplicate message finds the row claimed and does nothing."""
+    from apps.webhooks.selectors import delivery_log_ids
     from apps.webhooks.services import webhook_deliver
 
-    return webhook_deliver(delivery_id=delivery_id)
+    with log_context(**delivery_log_ids(delivery_id=delivery_id)):  # the attempt's lines name its job
+        return webhook_deliver(delivery_id=delivery_id)
 
 
 @app.task(ignore_result=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import ROOT_DIR, env_bool, env_list, env_str
+from config.logging import logging_config
 
 BASE_DIR = ROOT_DIR
 DEBUG = env_bool("DEBUG", False)
@@ -95,18 +96,17 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"cache_outage": {"()": "config.logfilters.CacheOutageFilter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        # Redis errors the cache ignored: one WARNING line per outage window, not a traceback per call
-        "opie.cache.redis": {"filters": ["cache_outage"]},
-        # agno resets its own logger's level on every run; keep it quiet through ours
-        "opie.agno": {"level": env_str("AGNO_LOG_LEVEL", "WARNING")},
-    },
-}
+# AGENTOS_DEBUG turns on detailed logging: every level defaults to DEBUG (an explicit
+# LOG_LEVEL / AGNO_LOG_LEVEL still wins) and agno agents run in debug mode.
+_DEBUG_LOGS = env_bool("AGENTOS_DEBUG", False)
+LOG_LEVEL = env_str("LOG_LEVEL", "DEBUG" if _DEBUG_LOGS else "INFO")
+# plain: `<time> <LEVEL> <logger> <message> job=… agent=… session=…`; json: one object per line
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use plain or json")
+LOGGING_CONFIG = "config.logging.configure"
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL,
+                         agno_level=env_str("AGNO_LOG_LEVEL", "DEBUG" if _DEBUG_LOGS else "WARNING"))
+# Redis errors the cache ignored: one WARNING line per outage window, not a traceback per call
+LOGGING.setdefault("filters", {})["cache_outage"] = {"()": "config.logfilters.CacheOutageFilter"}
+LOGGING.setdefault("loggers", {}).setdefault("opie.cache.redis", {})["filters"] = ["cache_outage"]

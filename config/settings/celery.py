@@ -6,7 +6,7 @@ message or worker was lost (see workers/sweeper.py).
 """
 from __future__ import annotations
 
-from config.env import env_int
+from config.env import env_int, env_str
 from config.settings.services import CELERY_BROKER_URL
 
 CELERY_BROKER_URL = CELERY_BROKER_URL
@@ -50,6 +50,12 @@ CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 100)
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# Flower (`manage.py opie_flower`) refuses to start without credentials: user:password[,user2:password2].
+FLOWER_BASIC_AUTH = env_str("FLOWER_BASIC_AUTH")
+# Loopback by default; a container listens on 0.0.0.0 behind its published 127.0.0.1 port.
+FLOWER_ADDRESS = env_str("FLOWER_ADDRESS", "127.0.0.1")
+FLOWER_PORT = env_int("FLOWER_PORT", 5555)
 
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {

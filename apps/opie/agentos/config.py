@@ -83,8 +83,9 @@ class AgentOSConfig:
             id=parts.public_id, name=parts.name, description=parts.description or None,
             instructions=parts.instructions or None, model=parts.model, tools=list(parts.tools),
             db=db, session_id=session_id, user_id=str(user.pk) if user is not None else None,
-            telemetry=False, markdown=False, debug_mode=False, tool_hooks=tool_hooks, additional_context=context,
-            **history)
+            telemetry=False, markdown=False, tool_hooks=tool_hooks, additional_context=context,
+            # agno's own debug lines (prompts, tool calls, metrics) go to the `opie.agno` logger
+            debug_mode=settings.AGENTOS_DEBUG, **history)
 
     def create_agent_from_django(self, django_agent: DjangoAgent, user: AbstractBaseUser | None = None,
                                  session_id: str | None = None) -> Any:
