@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 FLOWER_PORT ?= 5555
 
-.PHONY: run test bench install stop services lock clean
+.PHONY: run test bench install stop services lock clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,17 @@ run: install
 	AGENTOS_WEBHOOK_ALLOW_PRIVATE=$${AGENTOS_WEBHOOK_ALLOW_PRIVATE:-1} FLOWER_BASIC_AUTH=$$(cat var/flower-auth) OPIE_WEB_PORT=$(PORT) OPIE_FLOWER_PORT=$(FLOWER_PORT) \
 		$(BIN)/honcho --procfile Procfile start
 
-## test: the whole suite against real PostgreSQL, Redis and Celery workers
-test: install
+## test: the whole suite against real PostgreSQL, Redis, Celery workers and Chromium
+test: install browser
 	$(BIN)/python -m pytest
+
+## browser: Debian's Chromium for the browser tests (never a downloaded browser)
+browser:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian's chromium for the browser tests"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "The browser tests need Debian's Chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 
 ## bench: every benchmark scenario in one go (about 8 minutes; `make bench ARGS=--quick` for ~1)
 bench: install

@@ -8,9 +8,11 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
     path("api/v1/agentos/", api.urls),
     path("", include("apps.opie.urls")),
 ]
 
+handler403 = "apps.opie.errors.forbidden"
 handler404 = "apps.opie.errors.not_found"
 handler500 = "apps.opie.errors.server_error"

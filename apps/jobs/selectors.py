@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
@@ -30,3 +33,53 @@ def job_list(*, user: AbstractBaseUser, status: str | None = None, kind: str | N
     if session_id:
         jobs = jobs.filter(session__public_id=session_id)
     return jobs
+
+
+def agent_metrics(*, agent_pks: list[int], viewer: AbstractBaseUser, days: int = 14) -> dict[int, dict[str, Any]]:
+    """Message-job figures per agent from the job table: count, success rate,
+    p50/p95 run time, tokens, last use and jobs per day for the last `days`.
+    An agent's owner sees every user's jobs on it; anyone else only their own."""
+    from django.db import connection
+    from django.utils import timezone
+
+    if not agent_pks:
+        return {}
+    since = timezone.now() - timedelta(days=days - 1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT j.agent_id, count(*), count(*) FILTER (WHERE j.status = 'succeeded'),
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM j.finished_at - j.started_at))
+                       FILTER (WHERE j.status = 'succeeded'),
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM j.finished_at - j.started_at))
+                       FILTER (WHERE j.status = 'succeeded'),
+                   coalesce(sum((j.result -> 'metrics' ->> 'total_tokens')::bigint)
+                       FILTER (WHERE j.status = 'succeeded'), 0),
+                   max(j.created_at)
+            FROM jobs_job j JOIN agents_agent a ON a.id = j.agent_id
+            WHERE j.kind = 'message' AND j.agent_id = ANY(%s) AND (a.owner_id = %s OR j.owner_id = %s)
+            GROUP BY j.agent_id
+            """, [agent_pks, viewer.pk, viewer.pk])
+        rows = cursor.fetchall()
+        cursor.execute(
+            """
+            SELECT j.agent_id, date_trunc('day', j.created_at)::date, count(*)
+            FROM jobs_job j JOIN agents_agent a ON a.id = j.agent_id
+            WHERE j.kind = 'message' AND j.agent_id = ANY(%s) AND (a.owner_id = %s OR j.owner_id = %s)
+              AND j.created_at >= %s
+            GROUP BY 1, 2
+            """, [agent_pks, viewer.pk, viewer.pk, since.replace(hour=0, minute=0, second=0, microsecond=0)])
+        daily = cursor.fetchall()
+    today = timezone.now().date()
+    axis = [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
+    per_day: dict[int, dict[Any, int]] = {}
+    for agent_pk, day, count in daily:
+        per_day.setdefault(agent_pk, {})[day] = count
+    metrics = {pk: {"jobs": 0, "success_rate": None, "p50_s": None, "p95_s": None, "tokens": 0, "last_used": None,
+                    "per_day": [0] * days} for pk in agent_pks}
+    for agent_pk, total, ok, p50, p95, tokens, last in rows:
+        metrics[agent_pk].update({"jobs": total, "success_rate": ok / total if total else None,
+                                  "p50_s": p50, "p95_s": p95, "tokens": int(tokens or 0), "last_used": last})
+    for agent_pk, counts in per_day.items():
+        metrics[agent_pk]["per_day"] = [counts.get(day, 0) for day in axis]
+    return metrics

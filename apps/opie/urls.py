@@ -6,4 +6,17 @@ app_name = "opie"
 urlpatterns = [
     path("", views.home, name="home"),
     path("agentos/", views.dashboard, name="dashboard"),
+    path("agentos/agents/", views.agents, name="agents"),
+    path("agentos/agents/<str:agent_id>/edit/", views.agent_edit, name="agent_edit"),
+    path("agentos/chat/<str:agent_id>/", views.chat, name="chat"),
+    path("agentos/chat/<str:agent_id>/send/", views.chat_send, name="chat_send"),
+    path("agentos/jobs/<str:job_id>/reply/", views.job_reply, name="job_reply"),
+    path("agentos/jobs/<str:job_id>/events/", views.job_events, name="job_events"),
+    path("agentos/jobs/<str:job_id>/cancel/", views.job_cancel, name="job_cancel"),
+    path("agentos/vault/upload/", views.vault_upload, name="vault_upload"),
+    path("agentos/vault/documents/<str:document_id>/", views.vault_document, name="vault_document"),
+    path("agentos/session/<str:session_id>/", views.session_page, name="session"),
+    path("agentos/session/<str:session_id>/rename/", views.session_rename_view, name="session_rename"),
+    path("agentos/session/<str:session_id>/delete/", views.session_delete_view, name="session_delete"),
+    path("agentos/account/", views.account, name="account"),
 ]

@@ -1,0 +1,48 @@
+// Live replies: each pending reply follows its job's Server-Sent Events, shows
+// status and tool calls as they happen, and swaps in the finished reply.
+(function () {
+  "use strict";
+  function follow(el) {
+    if (el.dataset.following) return;
+    el.dataset.following = "1";
+    var status = el.querySelector(".status");
+    var tools = el.querySelector(".tools");
+    var source = new EventSource(el.dataset.events);
+    var done = false;
+    function finish() {
+      if (done) return;
+      done = true;
+      source.close();
+      htmx.ajax("GET", el.dataset.reply, { target: el, swap: "outerHTML" });
+    }
+    source.addEventListener("job.queued", function () { status.textContent = "Queued — waiting for a worker…"; });
+    source.addEventListener("job.running", function () { status.textContent = "Thinking…"; });
+    source.addEventListener("tool_call.started", function (e) {
+      var data = JSON.parse(e.data);
+      var card = document.createElement("details");
+      card.className = "tool";
+      card.innerHTML = "<summary>Tool <strong></strong> · running…</summary><code></code>";
+      card.querySelector("strong").textContent = data.name;
+      card.querySelector("code").textContent = JSON.stringify(data.arguments);
+      tools.appendChild(card);
+    });
+    ["job.succeeded", "job.failed", "job.cancelled", "job.expired"].forEach(function (type) {
+      source.addEventListener(type, finish);
+    });
+    // 204 (already finished) or a dropped connection: the reply fragment has the final state
+    source.onerror = function () { if (source.readyState === EventSource.CLOSED) finish(); };
+  }
+  function scan(root) {
+    (root || document).querySelectorAll(".msg.pending[data-events]").forEach(follow);
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    scan(document);
+    var box = document.getElementById("message");
+    if (box) {
+      box.addEventListener("keydown", function (e) {
+        if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); box.form.requestSubmit(); }
+      });
+    }
+  });
+  document.addEventListener("htmx:afterSettle", function (e) { scan(e.target.parentNode || document); });
+})();

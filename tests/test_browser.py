@@ -1,0 +1,166 @@
+"""The web interface in real Chromium (Debian's /usr/bin/chromium, driven by Playwright)
+against a real HTTP server and a real worker. Saves screenshots of the main pages
+to docs/screenshots/ for the README."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT
+from tests.factories import make_agent
+
+pytestmark = pytest.mark.worker
+
+CHROMIUM = os.environ.get("OPIE_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+SHOTS = ROOT / "docs" / "screenshots"
+PARIS = "The Eiffel Tower stands in Paris on the Champ de Mars and was finished in 1889."
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM} (make test installs Debian's chromium)"
+    # Playwright's sync API keeps an event loop on this thread; the test's own ORM
+    # calls are still synchronous, so Django's async guard is lifted for this module.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                 args=["--no-sandbox", "--disable-dev-shm-usage"])
+            yield browser
+            browser.close()
+    finally:
+        os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+@pytest.fixture
+def page(browser: Any, live_server: Any, user: Any) -> Iterator[Any]:
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.goto("/agentos/")
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("pw")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/agentos/")
+    yield page
+    context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def send(page: Any, text: str) -> None:
+    box = page.get_by_label("Message")
+    box.fill(text)
+    box.press("Enter")
+
+
+def test_chat_streams_the_reply_shows_tool_calls_and_uploads_to_the_vault(page, start_worker, user):
+    from playwright.sync_api import expect
+
+    start_worker(queues="agents,sync,webhooks,knowledge")
+    agent = make_agent(user, name="Helper", description="Answers with the local model.", tools=["calculator"])
+    shot(page, "dashboard")
+
+    page.get_by_role("link", name="Agents", exact=True).click()
+    expect(page.get_by_role("heading", name="Helper")).to_be_visible()
+    page.get_by_role("link", name="Chat").first.click()
+    page.wait_for_url(f"**/agentos/chat/{agent.public_id}/")
+
+    send(page, "hello there")
+    expect(page.locator(".msg.user p").last).to_have_text("hello there")
+    expect(page.locator(".msg.assistant .content").last).to_have_text("Echo #1: hello there")
+    assert page.evaluate("document.activeElement.id") == "message", "focus returns to the message box"
+
+    send(page, "/tool calculator 6*7")
+    expect(page.locator(".msg.assistant .content").last).to_have_text("calculator returned: 42")
+    card = page.locator("details.tool").last
+    expect(card.locator("dd").last).not_to_be_visible()
+    card.locator("summary").click()
+    expect(card).to_contain_text("calculator")
+    expect(card.locator("dd").last).to_have_text("42")
+
+    page.get_by_label(re.compile("Add a file")).set_input_files(
+        files=[{"name": "paris.txt", "mimeType": "text/plain", "buffer": PARIS.encode()}])
+    page.get_by_role("button", name="Upload").click()
+    document = page.locator("#documents .document").first
+    expect(document).to_contain_text("paris.txt")
+    expect(document.locator(".badge")).to_have_text(re.compile("ready · 1 chunk"), timeout=90_000)
+    shot(page, "chat")
+
+    page.get_by_role("link", name="Session page").click()
+    expect(page.get_by_role("heading", name="hello there")).to_be_visible()
+    expect(page.locator(".transcript .msg")).to_have_count(4)
+    shot(page, "session")
+    page.get_by_label("Title").fill("Greetings")
+    page.get_by_role("button", name="Rename").click()
+    expect(page.get_by_role("heading", name="Greetings")).to_be_visible()
+
+    page.get_by_role("link", name="Agents", exact=True).click()
+    expect(page.locator(".metrics")).to_contain_text("100 %")  # both messages succeeded
+    shot(page, "agents")
+
+
+def test_a_slow_reply_can_be_cancelled_and_a_failed_one_retried(page, start_worker, user):
+    from playwright.sync_api import expect
+
+    start_worker()
+    slow = make_agent(user, name="Slow", model_options={"latency_ms": 20_000})
+    page.goto(f"/agentos/chat/{slow.public_id}/")
+
+    send(page, "take your time")
+    pending = page.locator(".msg.pending")
+    expect(pending.locator(".status")).to_have_text("Thinking…")
+    pending.get_by_role("button", name="Cancel").click()
+    expect(page.locator(".msg.assistant.cancelled")).to_contain_text("Cancelled.", timeout=15_000)
+
+    send(page, "/fail upstream is down")
+    failed = page.locator(".msg.assistant.failed")
+    expect(failed).to_contain_text("upstream is down")
+    failed.get_by_role("button", name="Retry").click()
+    expect(page.locator(".msg.user p").last).to_have_text("/fail upstream is down")
+
+
+def test_a_reply_queued_while_no_worker_runs_arrives_when_one_starts(page, start_worker, user):
+    from playwright.sync_api import expect
+
+    agent = make_agent(user)
+    page.goto(f"/agentos/chat/{agent.public_id}/")
+    send(page, "anyone there?")
+    expect(page.locator(".msg.pending .status")).to_have_text("Queued — waiting for a worker…")
+
+    start_worker()
+    expect(page.locator(".msg.assistant .content").last).to_have_text("Echo #1: anyone there?")
+
+
+def test_tokens_are_created_in_the_account_page_and_work_at_375_px(page, live_server, user):
+    from playwright.sync_api import expect
+
+    page.get_by_role("link", name="Account", exact=True).click()
+    page.get_by_label("Name").fill("laptop")
+    page.get_by_role("button", name="Create token").click()
+    token = page.locator("#new-token").inner_text()
+    assert token.startswith("opie_")
+    shot(page, "account")
+    answer = httpx.get(f"{live_server.url}/api/v1/agentos/agents/", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200
+
+    agent = make_agent(user)
+    page.set_viewport_size({"width": 375, "height": 800})
+    page.goto(f"/agentos/chat/{agent.public_id}/")
+    expect(page.get_by_label("Message")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375, "no sideways scrolling on a phone"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
