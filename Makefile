@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 FLOWER_PORT ?= 5555
 
-.PHONY: run test bench install stop services lock clean browser
+.PHONY: run test bench chaos install stop services lock clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ browser:
 			echo "installing Debian's chromium for the browser tests"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "The browser tests need Debian's Chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+## chaos: the chaos scenarios at full size; writes docs/reliability.md (make test runs them small)
+chaos: install
+	CHAOS_SCALE=full CHAOS_REPORT=1 $(BIN)/python -m pytest tests/test_chaos.py -v
 
 ## bench: every benchmark scenario in one go (about 8 minutes; `make bench ARGS=--quick` for ~1)
 bench: install

@@ -10,8 +10,14 @@ from typing import Any
 
 
 class FakeOpenAI:
-    def __init__(self) -> None:
+    """`script` makes it misbehave on purpose, one entry per request (the last one
+    repeats): "ok", "500", "429" (with Retry-After: 1), "malformed" (200 with a
+    body that is not JSON), "timeout" (answers after `slow_seconds`)."""
+
+    def __init__(self, script: list[str] | None = None, slow_seconds: float = 5.0) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.script = list(script or ["ok"])
+        self.slow_seconds = slow_seconds
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -20,7 +26,21 @@ class FakeOpenAI:
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                server.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                        "body": body, "at": time.monotonic()})
+                mode = server.script.pop(0) if len(server.script) > 1 else server.script[0]
+                if mode in ("500", "429", "malformed"):
+                    data = b"not json {" if mode == "malformed" else b'{"error": {"message": "provider trouble"}}'
+                    self.send_response(200 if mode == "malformed" else int(mode))
+                    self.send_header("Content-Type", "application/json")
+                    if mode == "429":
+                        self.send_header("Retry-After", "1")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                if mode == "timeout":
+                    time.sleep(server.slow_seconds)
                 last = body["messages"][-1]["content"]
                 reply = {
                     "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion",

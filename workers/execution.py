@@ -23,7 +23,11 @@ logger = logging.getLogger(__name__)
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{threading.get_native_id()}"
+    """`<celery node>:<thread>` (e.g. `agents@host:4242`), so a job names the worker process that ran it."""
+    from celery import current_task
+
+    node = getattr(current_task.request, "hostname", None) if current_task else None
+    return f"{node or socket.gethostname()}:{threading.get_native_id()}"
 
 
 def _sources(agent: Any, history: list[Any]) -> list[dict[str, Any]]:
