@@ -142,10 +142,12 @@ def test_1_a_worker_killed_with_runs_in_flight(stack, http, user):
 def test_2_redis_restarted_with_jobs_queued_and_running(stack, http, user):
     from config import embedded
 
-    jobs = scaled(40, 200)
-    agent = make_agent(user, model_options={"latency_ms": 2000})
-    job_ids = [submit(http, agent, f"r{i}").json()["job_id"] for i in range(jobs)]
+    jobs = scaled(40, 400)  # at full size more than the 240 threads: some wait in Redis when it dies
+    agent = make_agent(user, model_options={"latency_ms": 3000})
+    with ThreadPoolExecutor(16) as pool:
+        job_ids = list(pool.map(lambda i: submit(http, agent, f"r{i}").json()["job_id"], range(jobs)))
     time.sleep(0.5)
+    queued = Job.objects.filter(public_id__in=job_ids, status="queued").count()
     emb = embedded.locate()
     if not emb.redis_socket.exists():
         pytest.skip("the tests run against an external Redis; this scenario restarts the embedded one")
@@ -155,7 +157,7 @@ def test_2_redis_restarted_with_jobs_queued_and_running(stack, http, user):
     embedded._start_redis(emb)
     recovery = wait_terminal(job_ids, 120)
 
-    record("2. Redis restarted (loses everything)", f"{jobs} jobs queued and running",
+    record("2. Redis restarted (loses everything)", f"{jobs} jobs of 3 s ({queued} still queued at the restart)",
            "redis-server SIGKILLed and restarted empty", audit(job_ids), recovery)
 
 
@@ -219,12 +221,12 @@ def test_4_webhook_receiver_down_then_back(stack, http, user, monkeypatch):
         wait_terminal(job_ids, 60)
         time.sleep(down_for)  # every delivery keeps failing meanwhile
         receiver.statuses = [200]
-        back = time.monotonic()
+        back = time.time()  # the receiver stamps requests with time.time()
         deadline = back + (30 if not FULL else 180)
         while len({r["headers"]["webhook-id"] for r in receiver.requests
-                   if r["at"] >= back - 0.001}) < jobs and time.monotonic() < deadline:
+                   if r["at"] >= back}) < jobs and time.time() < deadline:
             time.sleep(0.5)
-        recovery = time.monotonic() - back
+        recovery = time.time() - back
         seen = [r["headers"]["webhook-id"] for r in receiver.requests]
         delivered = {r["headers"]["webhook-id"] for r in receiver.requests if r["at"] >= back}
 
@@ -301,11 +303,18 @@ def test_zz_report():
     """Writes the table (make chaos) after the scenarios above."""
     if os.environ.get("CHAOS_REPORT") != "1":
         pytest.skip("CHAOS_REPORT=1 (make chaos) writes docs/reliability.md")
-    rows = ["| scenario | load | faults injected | accepted | completed | lost | duplicated | recovery |",
-            "|---|---|---|---|---|---|---|---|"]
-    rows += [f"| {r['scenario']} | {r['load']} | {r['faults']} | {r['accepted']} | {r['completed']} | {r['lost']} "
-             f"| {r['duplicated']} | {r['recovery_s']:.1f} s |" for r in RESULTS]
+    header = ["| scenario | load | faults injected | accepted | completed | lost | duplicated | recovery |",
+              "|---|---|---|---|---|---|---|---|"]
     path = ROOT / "docs" / "reliability.md"
-    head = path.read_text().split("<!-- table -->")[0] if path.exists() else "# Reliability\n\n"
+    text = path.read_text() if path.exists() else "# Reliability\n\n<!-- table -->\n"
+    head, _, table = text.partition("<!-- table -->")
+    # rows of scenarios not run this time are kept (run one with -k and the rest stay)
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| scenario")}
+    for r in RESULTS:
+        rows[r["scenario"]] = (f"| {r['scenario']} | {r['load']} | {r['faults']} | {r['accepted']} | "
+                               f"{r['completed']} | {r['lost']} | {r['duplicated']} | {r['recovery_s']:.1f} s |")
     path.write_text(f"{head}<!-- table -->\nLast run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-                    f"{'full' if FULL else 'CI'} counts.\n\n" + "\n".join(rows) + "\n")
+                    f"{'full' if FULL else 'CI'} counts. \"completed\" counts jobs that ended as the scenario "
+                    "expects (for the failing providers: `failed` with `model_error`).\n\n"
+                    + "\n".join(header + [rows[k] for k in sorted(rows)]) + "\n")
