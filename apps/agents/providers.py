@@ -45,7 +45,10 @@ def validate_model_spec(provider: str, model_id: str, options: Any) -> None:
     if not isinstance(latency, int) or isinstance(latency, bool) or not 0 <= latency <= MAX_LATENCY_MS:
         raise DomainError("invalid_model_options", f"latency_ms must be an integer from 0 to {MAX_LATENCY_MS}.")
     if provider == "openai_like":
-        url = urlparse(str(options.get("base_url", "")))
+        try:
+            url = urlparse(str(options.get("base_url", "")))
+        except ValueError:  # a broken IPv6 host: not a URL
+            url = urlparse("")
         if url.scheme not in ("http", "https") or not url.netloc:
             raise DomainError("invalid_model_options", "openai_like needs an http(s) base_url option.")
 
