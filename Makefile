@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 FLOWER_PORT ?= 5555
 
-.PHONY: run test bench install stop services lock clean browser
+.PHONY: run test bench install stop services lock clean browser audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ browser:
 			echo "installing Debian's chromium for the browser tests"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "The browser tests need Debian's Chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+## audit: known vulnerabilities in requirements.lock (pip-audit; needs PyPI; exceptions in .ci/audit-ignore.txt)
+audit:
+	.ci/audit
 
 ## bench: every benchmark scenario in one go (about 8 minutes; `make bench ARGS=--quick` for ~1)
 bench: install
