@@ -170,6 +170,17 @@ def test_a_nul_in_an_uploaded_file_name_never_reaches_the_database(api):
 
 
 @pytest.mark.django_db
+def test_a_body_over_djangos_upload_limit_is_a_clean_refusal(api, agent, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+
+    response = api.post(f"{API}send-message/", {"agent_id": agent.public_id, "message": "x" * 20_000},
+                        content_type="application/json")
+
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
 def test_a_message_over_the_limit_is_413_and_writes_nothing(api, agent, settings):
     response = api.post(f"{API}send-message/", {"agent_id": agent.public_id,
                                                 "message": "x" * (settings.AGENTOS_MAX_MESSAGE_CHARS + 1)},

@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any, Callable
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 _BAD = re.compile("[\x00\ud800-\udfff]")
@@ -38,8 +39,8 @@ def _json_body(request: HttpRequest) -> Any:
         return None
     try:
         return json.loads(request.body)
-    except (ValueError, RecursionError):
-        return None  # malformed: the view answers that
+    except (ValueError, RecursionError, RequestDataTooBig):
+        return None  # malformed or too large: the view answers that, as it would without this guard
 
 
 def _form(request: HttpRequest) -> list[str]:
