@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 FLOWER_PORT ?= 5555
 
-.PHONY: run test bench chaos install stop services lock clean browser
+.PHONY: run test bench chaos install stop services lock clean browser audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ browser:
 ## chaos: the chaos scenarios at full size; writes docs/reliability.md (make test runs them small)
 chaos: install
 	CHAOS_SCALE=full CHAOS_REPORT=1 $(BIN)/python -m pytest tests/test_chaos.py -v
+
+## audit: known vulnerabilities in requirements.lock (pip-audit; needs PyPI; exceptions in .ci/audit-ignore.txt)
+audit:
+	.ci/audit
 
 ## bench: every benchmark scenario in one go (about 8 minutes; `make bench ARGS=--quick` for ~1)
 bench: install

@@ -1,13 +1,38 @@
+from typing import Any
+
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.db.models import F, QuerySet
 from django.http import HttpRequest
 
 from apps.agents.models import Agent
+from apps.agents.providers import validate_model_spec
+from apps.common import DomainError
 from apps.agents.services import agent_audience, agent_cache_invalidate_on_commit
+
+
+class AgentForm(forms.ModelForm):
+    """The API's model checks apply here too: no unknown option (such as an `api_key`)
+    gets into the database through the admin; keys come from the environment."""
+
+    class Meta:
+        model = Agent
+        fields = "__all__"
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        try:
+            validate_model_spec(data.get("model_provider", ""), data.get("model_id", ""),
+                                data.get("model_options") or {})
+        except DomainError as exc:
+            raise ValidationError(exc.message) from None
+        return data
 
 
 @admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
+    form = AgentForm
     list_display = ("name", "public_id", "owner", "model_provider", "model_id", "visibility", "version", "enabled")
     list_filter = ("visibility", "enabled", "model_provider")
     search_fields = ("name", "public_id", "owner__username")

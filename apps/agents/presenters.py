@@ -5,6 +5,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 
 from apps.agents.models import Agent
+from apps.agents.providers import shown_options
 
 
 def agent_snapshot(agent: Agent) -> dict[str, Any]:
@@ -18,7 +19,7 @@ def agent_snapshot(agent: Agent) -> dict[str, Any]:
         "description": agent.description,
         "instructions": agent.instructions,
         "model": {"provider": agent.model_provider, "id": agent.model_id,
-                  "options": agent.model_options or {}},
+                  "options": shown_options(agent.model_provider, agent.model_options)},
         "tools": list(agent.tools or []),
         "visibility": agent.visibility,
         "version": agent.version,

@@ -21,6 +21,13 @@ _OPTIONS = {
 MAX_LATENCY_MS = 600_000
 
 
+def shown_options(provider: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The options an API answer may carry: only the known tuning keys of the provider.
+    Anything else (an `api_key` slipped in through the admin or the database) stays hidden."""
+    allowed = _OPTIONS.get(provider, set())
+    return {key: value for key, value in (options or {}).items() if key in allowed}
+
+
 def validate_model_spec(provider: str, model_id: str, options: Any) -> None:
     if provider not in PROVIDERS:
         raise DomainError("unknown_provider", f"provider must be one of {', '.join(PROVIDERS)}.")
@@ -38,7 +45,10 @@ def validate_model_spec(provider: str, model_id: str, options: Any) -> None:
     if not isinstance(latency, int) or isinstance(latency, bool) or not 0 <= latency <= MAX_LATENCY_MS:
         raise DomainError("invalid_model_options", f"latency_ms must be an integer from 0 to {MAX_LATENCY_MS}.")
     if provider == "openai_like":
-        url = urlparse(str(options.get("base_url", "")))
+        try:
+            url = urlparse(str(options.get("base_url", "")))
+        except ValueError:  # a broken IPv6 host: not a URL
+            url = urlparse("")
         if url.scheme not in ("http", "https") or not url.netloc:
             raise DomainError("invalid_model_options", "openai_like needs an http(s) base_url option.")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
@@ -53,6 +55,11 @@ def install_error_handlers(api: NinjaAPI) -> None:
         if exc.status_code == 400 and str(exc).startswith("Cannot parse request body"):
             return error_response(400, "malformed_json", "The request body is not valid JSON.")
         return error_response(exc.status_code, _HTTP_CODES.get(exc.status_code, "error"), str(exc))
+
+    @api.exception_handler(RequestDataTooBig)
+    def body_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+        return error_response(413, "payload_too_large", f"The request body is larger than "
+                              f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes (DATA_UPLOAD_MAX_MEMORY_SIZE).")
 
     @api.exception_handler(Http404)
     def not_found(request: HttpRequest, exc: Http404) -> HttpResponse:

@@ -7,11 +7,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zipfile
 from pathlib import PurePosixPath
 
 SUPPORTED = {".txt": "text/plain", ".md": "text/markdown", ".html": "text/html", ".htm": "text/html",
              ".pdf": "application/pdf", ".csv": "text/csv", ".json": "application/json",
              ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document"}
+# A .docx is a zip and python-docx reads every part into memory: a zip bomb (a small file
+# that declares gigabytes) is refused from its central directory before anything is inflated.
+# zipfile never inflates a member past its declared size, so the declared sizes are a bound.
+MAX_UNZIPPED_BYTES = 100 * 1024 * 1024
+MAX_ZIP_MEMBERS = 5000
 CHUNK_CHARS = 800
 OVERLAP_CHARS = 120
 
@@ -36,6 +42,18 @@ def _decode(data: bytes) -> str:
         raise UnreadableDocument("the file is not UTF-8 text") from exc
 
 
+def _check_zip(data: bytes) -> None:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise UnreadableDocument(f"the DOCX file is not a valid zip archive ({exc})") from exc
+    declared = sum(member.file_size for member in members)
+    if len(members) > MAX_ZIP_MEMBERS or declared > MAX_UNZIPPED_BYTES:
+        raise UnreadableDocument(f"the DOCX file would expand to {declared:,} bytes in {len(members)} parts; "
+                                 f"the limit is {MAX_UNZIPPED_BYTES:,} bytes and {MAX_ZIP_MEMBERS} parts")
+
+
 def extract_text(name: str, data: bytes) -> str:
     suffix = file_type(name)
     if not data:
@@ -58,6 +76,7 @@ def extract_text(name: str, data: bytes) -> str:
         elif suffix == ".docx":
             import docx
 
+            _check_zip(data)
             document = docx.Document(io.BytesIO(data))
             text = "\n\n".join(p.text for p in document.paragraphs)
         elif suffix == ".csv":

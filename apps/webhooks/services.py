@@ -47,7 +47,11 @@ def request_timeout() -> float:
 
 
 def callback_url_validate(*, url: str) -> None:
-    parts = urlsplit(url) if isinstance(url, str) else None
+    try:  # urlsplit and .port raise ValueError on a broken IPv6 host or a port out of range
+        parts = urlsplit(url) if isinstance(url, str) else None
+        _ = parts and parts.port
+    except ValueError:
+        parts = None
     if (parts is None or len(url) > 2000 or parts.scheme not in ("http", "https") or not parts.hostname
             or parts.username or parts.password):
         raise DomainError("invalid_callback_url",

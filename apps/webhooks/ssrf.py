@@ -48,8 +48,11 @@ def is_public(raw: str) -> bool:
 
 def resolve_checked(url: str) -> tuple[str, dict[str, str]]:
     """The URL to connect to and the headers to add, or BlockedAddress."""
-    parts = urlsplit(url)
-    host = parts.hostname
+    try:
+        parts = urlsplit(url)
+        host, _ = parts.hostname, parts.port
+    except ValueError as exc:  # a broken IPv6 host, a port out of range
+        raise BlockedAddress(f"not a valid URL: {exc}") from None
     if parts.scheme not in ("http", "https") or not host:
         raise BlockedAddress(f"not an http(s) URL: {url!r}")
     if private_allowed():
