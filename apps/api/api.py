@@ -12,7 +12,7 @@ from apps.api.errors import install_error_handlers
 from apps.api.idempotency import idempotent
 from apps.api.ratelimit import check_job_rate
 from apps.api.schemas import (AgentIn, AgentList, AgentOut, AgentPatch, ErrorOut, InfoOut, JobAccepted, JobList,
-                              JobOut, SendMessageIn, SessionCreateIn, SessionDetail, SessionList, SessionOut, SyncIn)
+                              JobKind, JobOut, JobStatus, SendMessageIn, SessionCreateIn, SessionDetail, SessionList, SessionOut, SyncIn)
 from apps.common import DomainError
 from apps.events.api import router as events_router
 from apps.events.services import job_wait
@@ -71,9 +71,10 @@ def agents_update(request: HttpRequest, agent_id: str, payload: AgentPatch) -> A
     changes = payload.dict(exclude_unset=True)
     if any(value is None for key, value in changes.items() if key != "shared_with"):
         raise DomainError("invalid_input", "fields may be omitted but not null.")
-    model = changes.pop("model", None)
-    if model is not None:
-        changes.update(model_provider=model["provider"], model_id=model["id"], model_options=model["options"])
+    if changes.pop("model", None) is not None:
+        # the whole spec, defaults included: exclude_unset would drop a left-out provider or id
+        model = payload.model
+        changes.update(model_provider=model.provider, model_id=model.id, model_options=model.options)
     return service(request).update_agent(agent_id, **changes)
 
 
@@ -129,7 +130,7 @@ def sync(request: HttpRequest, payload: SyncIn) -> Any:
 
 
 @router.get("jobs/", response={200: JobList, **ERRORS})
-def jobs_list(request: HttpRequest, status: Optional[str] = None, kind: Optional[str] = None,
+def jobs_list(request: HttpRequest, status: Optional[JobStatus] = None, kind: Optional[JobKind] = None,
               agent_id: Optional[str] = None, session_id: Optional[str] = None, cursor: Optional[str] = None,
               limit: int = Query(20, ge=1, le=100)) -> Any:
     return service(request).list_jobs(status=status, kind=kind, agent_id=agent_id, session_id=session_id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Literal, Optional
 
 from ninja import Field, Schema
+from pydantic import model_validator
 
 
 class ErrorBody(Schema):
@@ -15,10 +16,26 @@ class ErrorOut(Schema):
     error: ErrorBody
 
 
+def omittable(**constraints: Any) -> Any:
+    """A PATCH field that may be left out but not sent as null: the published schema
+    says so too (no `null` type, no `default: null`)."""
+    return Field(None, json_schema_extra=lambda schema: schema.pop("default", None), **constraints)
+
+
 class ModelSpec(Schema):
     provider: str = Field("local", max_length=32)
     id: str = Field("echo", max_length=200)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object(cls, value: Any) -> Any:
+        # ninja's Schema reads attributes off any value, so a JSON list, string, number or
+        # null here would silently become the defaults; the schema says this is an object.
+        raw = getattr(value, "_obj", value)  # ninja wraps what it validates in a DjangoGetter
+        if raw is None or isinstance(raw, (list, tuple, str, bytes, int, float)):
+            raise ValueError("model must be an object with provider, id and options")
+        return value
 
 
 class AgentIn(Schema):
@@ -32,14 +49,15 @@ class AgentIn(Schema):
 
 
 class AgentPatch(Schema):
-    name: Optional[str] = Field(None, min_length=1, max_length=200)
-    description: Optional[str] = Field(None, max_length=2000)
-    instructions: Optional[str] = Field(None, max_length=20000)
-    model: Optional[ModelSpec] = None
-    tools: Optional[list[str]] = Field(None, max_length=20)
-    visibility: Optional[Literal["private", "shared", "public"]] = None
+    """Every field may be omitted; only `shared_with` may be null (no one)."""
+    name: str = omittable(min_length=1, max_length=200)
+    description: str = omittable(max_length=2000)
+    instructions: str = omittable(max_length=20000)
+    model: ModelSpec = omittable()
+    tools: list[str] = omittable(max_length=20)
+    visibility: Literal["private", "shared", "public"] = omittable()
     shared_with: Optional[list[str]] = Field(None, max_length=100)
-    enabled: Optional[bool] = None
+    enabled: bool = omittable()
 
 
 class AgentOut(Schema):
@@ -96,7 +114,7 @@ class SessionList(Schema):
 
 class SendMessageIn(Schema):
     agent_id: str = Field(..., min_length=1, max_length=40)
-    message: str
+    message: str = Field(..., min_length=1)
     session_id: Optional[str] = Field(None, max_length=40)
     callback_url: Optional[str] = Field(None, max_length=2000,
                                         description="POSTed a signed job.<status> event when the job ends.")
@@ -138,6 +156,10 @@ class JobOut(Schema):
     result: Optional[dict[str, Any]]
     error: Optional[JobError]
     attempts: int
+
+
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
+JobKind = Literal["message", "sync", "ingest"]
 
 
 class JobList(Schema):

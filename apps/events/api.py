@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from ninja import Router
+from ninja import Query, Router
 
 from apps.api.schemas import ErrorOut, JobOut
 from apps.common import DomainError
@@ -38,7 +38,7 @@ def _last_event_id(request: HttpRequest, query_value: Optional[str]) -> int:
     raw = raw.strip()
     if not raw:
         return 0
-    if not raw.isdigit() or len(raw) > 10:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10:  # int() refuses '²', isdigit() does not
         raise DomainError("invalid_input", "Last-Event-ID must be an event id (a whole number of 0 or more).")
     return int(raw)
 
@@ -48,7 +48,8 @@ def _last_event_id(request: HttpRequest, query_value: Optional[str]) -> int:
                         "it is terminal, or once `timeout` seconds (0 < timeout <= 60, default 30) have "
                         "passed. Both answers are 200: look at `status`, and call again while it is "
                         "`queued` or `running`.")
-def jobs_wait(request: HttpRequest, job_id: str, timeout: float = 30) -> Any:
+def jobs_wait(request: HttpRequest, job_id: str,
+              timeout: float = Query(30, gt=0, le=WAIT_MAX_SECONDS, allow_inf_nan=False)) -> Any:
     _enabled()
     if not 0 < timeout <= WAIT_MAX_SECONDS:
         raise DomainError("invalid_input", f"timeout must be more than 0 and at most {WAIT_MAX_SECONDS:g} seconds.")
@@ -59,10 +60,16 @@ def jobs_wait(request: HttpRequest, job_id: str, timeout: float = 30) -> Any:
     return job_to_dict(job)
 
 
+# One event as an EventSource client reads it (the schema describes each event, not the stream).
+_SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
+    "id": {"type": "string", "description": "the event's sequence number; send it back as Last-Event-ID"},
+    "event": {"type": "string", "description": "`job.queued`, `job.running`, ..., or `message` for `retry:`"},
+    "data": {"type": "string", "description": "the event's JSON payload"},
+    "retry": {"type": "integer", "description": "reconnect delay in milliseconds"}}}
 _SSE_DOC = {"responses": {
     200: {"description": "`text/event-stream`: one event per row (`id: <seq>`, `event: <type>`, "
                          "`data: <json>`), then the stream follows the job and ends after its terminal event.",
-          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+          "content": {"text/event-stream": {"schema": _SSE_EVENT}}},
     204: {"description": "The job has ended and the client has every event (tells EventSource to stop)."}}}
 
 

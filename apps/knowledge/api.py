@@ -13,7 +13,7 @@ from ninja.files import UploadedFile
 from apps.agents.selectors import agent_get_owned
 from apps.api.idempotency import idempotent
 from apps.api.ratelimit import check_job_rate
-from apps.api.schemas import ErrorOut
+from apps.api.schemas import ErrorOut, omittable
 from apps.common import DomainError
 from apps.knowledge import services
 from apps.knowledge.models import KnowledgeBase
@@ -32,10 +32,11 @@ class KnowledgeBaseIn(Schema):
 
 
 class KnowledgeBasePatch(Schema):
-    name: Optional[str] = Field(None, min_length=1, max_length=200)
-    description: Optional[str] = Field(None, max_length=2000)
-    visibility: Optional[Literal["private", "shared", "public"]] = None
-    shared_with: Optional[list[str]] = Field(None, max_length=100)
+    """Every field may be omitted, none may be null."""
+    name: str = omittable(min_length=1, max_length=200)
+    description: str = omittable(max_length=2000)
+    visibility: Literal["private", "shared", "public"] = omittable()
+    shared_with: list[str] = omittable(max_length=100)
 
 
 class KnowledgeBaseOut(Schema):
