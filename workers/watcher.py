@@ -40,8 +40,12 @@ class RunWatcher:
         try:
             yield
         finally:
+            from agno.run.cancel import cleanup_run
+
             with self._lock:
                 self._runs.pop(job.pk, None)
+            # a cancel that raced the run's end must not stay in agno's registry
+            cleanup_run(job.public_id)
 
     def interval(self) -> float:
         return max(0.2, min(1.0, settings.AGENTOS_LEASE_SECONDS / 3))
@@ -58,8 +62,10 @@ class RunWatcher:
                     return
             try:
                 for job_id in job_leases_renew(leases=[(pk, token) for pk, (token, _) in runs.items()]):
-                    logger.info("job %s: stop requested; cancelling its run", job_id)
-                    cancel_run(runs[job_id][1])
+                    with self._lock:  # a run that has ended since (its own success) is left alone
+                        if job_id in self._runs:
+                            logger.info("job %s: stop requested; cancelling its run", job_id)
+                            cancel_run(runs[job_id][1])
             except Exception:  # the database may be briefly down: try again next tick
                 logger.warning("lease renewal failed", exc_info=True)
             finally:

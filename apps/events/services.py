@@ -8,7 +8,7 @@
   seconds pass, without busy-polling the database.
 
 Each event is a `JobEvent` row numbered 1, 2, 3… per job. The number is taken
-under a row lock on the job, held until commit, so numbers are gapless and
+by one UPDATE of the job's `event_seq` counter, whose row lock is held until commit, so numbers are gapless and
 commit in order: a reader that sees event n has already seen 1..n-1. After
 commit, `{"seq", "type"}` is published on the job's Redis channel; listeners
 treat it as a nudge and read the rows.
@@ -23,8 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import DatabaseError, transaction
-from django.db.models import Max
+from django.db import DatabaseError, connection, transaction
 
 from apps.events.models import JobEvent
 from apps.events.pubsub import Subscription, publish
@@ -54,14 +53,24 @@ def _json_safe(data: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=_json_default))
 
 
-def _lock_job_status(job_id: int) -> str | None:
-    return Job.objects.select_for_update().filter(pk=job_id).values_list("status", flat=True).first()
+def _next_seq(job_id: int, *, status: str | None = None) -> int | None:
+    """Take the job's next event number, locking its row until commit, while the
+    job is in `status` (or, without one, not yet ended); None when it is not."""
+    table = Job._meta.db_table
+    if status is not None:
+        condition, params = "status = %s", [job_id, status]
+    else:
+        condition, params = "status <> ALL(%s)", [job_id, [str(s) for s in Job.TERMINAL]]
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET event_seq = event_seq + 1 WHERE id = %s AND {condition} "
+                       f"RETURNING event_seq", params)
+        row = cursor.fetchone()
+    return int(row[0]) if row else None
 
 
-def _record(*, job: Job, type: str, data: dict[str, Any]) -> JobEvent:
-    """Inside a transaction holding the job's row lock: the next event, published after commit."""
-    last = JobEvent.objects.filter(job_id=job.pk).aggregate(last=Max("seq"))["last"] or 0
-    event = JobEvent.objects.create(job_id=job.pk, seq=last + 1, type=type, data=_json_safe(data))
+def _record(*, job: Job, seq: int, type: str, data: dict[str, Any]) -> JobEvent:
+    """Inside the transaction that took `seq` (and holds the job's row lock): the event, published after commit."""
+    event = JobEvent.objects.create(job_id=job.pk, seq=seq, type=type, data=_json_safe(data))
     transaction.on_commit(partial(publish, public_id=job.public_id, seq=event.seq, type=type), robust=True)
     return event
 
@@ -71,18 +80,22 @@ def job_status_changed(*, job: Job) -> None:
 
     The claim calls this after its UPDATE has committed; if the row has moved
     on since (a cancel got in between), the stale transition is not recorded,
-    so a terminal event is always a job's last."""
-    with transaction.atomic():
-        current = _lock_job_status(job.pk)
-        if current != job.status:
-            logger.info("job %s: %s event skipped, the job is now %s", job.public_id, job.status, current)
+    so a terminal event is always a job's last. No savepoint: every caller is
+    inside the transaction of the transition and fails with it."""
+    with transaction.atomic(savepoint=False):
+        seq = _next_seq(job.pk, status=job.status)
+        if seq is None:
+            logger.info("job %s: %s event skipped, the job has moved on", job.public_id, job.status)
             return
-        _record(job=job, type=f"job.{job.status}", data=job_to_dict(job))
+        _record(job=job, seq=seq, type=f"job.{job.status}", data=job_to_dict(job))
 
 
 def job_created(*, job: Job) -> None:
     """`job.queued`, written in the transaction that creates the job: nobody else
-    can see the job yet, so it is event 1 with no lock and no lookup."""
+    can see the job yet, so it is event 1 with no lock and no lookup. The job
+    must have been created with `event_seq=1`."""
+    if job.event_seq != 1:
+        raise ValueError("job_created needs a job created with event_seq=1")
     event = JobEvent.objects.create(job_id=job.pk, seq=1, type=f"job.{job.status}", data=_json_safe(job_to_dict(job)))
     transaction.on_commit(partial(publish, public_id=job.public_id, seq=event.seq, type=event.type), robust=True)
 
@@ -97,10 +110,10 @@ def job_event_append(*, job: Job, type: str, data: dict[str, Any]) -> None:
         raise ValueError(f"{type!r} is not a progress event type (status events come from job_status_changed)")
     try:
         with transaction.atomic():
-            current = _lock_job_status(job.pk)
-            if current is None or current in Job.TERMINAL:
+            seq = _next_seq(job.pk)
+            if seq is None:
                 return
-            _record(job=job, type=type, data=data)
+            _record(job=job, seq=seq, type=type, data=data)
     except DatabaseError as exc:
         logger.warning("job %s: %s event not recorded (%s)", job.public_id, type, exc)
 

@@ -18,8 +18,12 @@ TASKS = {
 }
 
 
-def job_dispatch(*, job_id: int, kind: str) -> bool:
-    """Publish one job now. Returns whether the broker took it."""
+def job_dispatch(*, job_id: int, kind: str, marked: bool = False) -> bool:
+    """Publish one job now and record when (`enqueued_at`). Returns whether the broker took it.
+
+    `marked`: the job's row already says it was enqueued (a new message job is
+    written with `enqueued_at` set, saving a second write on the request path);
+    then only a failed publish touches the row, clearing it."""
     from celery_app import app
 
     task, queue = TASKS[Job.Kind(kind)]
@@ -28,11 +32,15 @@ def job_dispatch(*, job_id: int, kind: str) -> bool:
                       retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2})
     except Exception:  # the broker is down or unreachable: the sweeper will re-send
         logger.warning("job %s: publish failed; the sweeper will re-send it", job_id, exc_info=True)
+        if marked:
+            Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(enqueued_at=None)
         return False
-    Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(enqueued_at=timezone.now())
+    if not marked:
+        Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(enqueued_at=timezone.now())
     return True
 
 
 def job_dispatch_on_commit(*, job: Job) -> None:
-    job_id, kind = job.pk, job.kind
-    transaction.on_commit(lambda: job_dispatch(job_id=job_id, kind=kind))
+    """Publish `job` once the transaction that wrote it commits."""
+    job_id, kind, marked = job.pk, job.kind, job.enqueued_at is not None
+    transaction.on_commit(lambda: job_dispatch(job_id=job_id, kind=kind, marked=marked))

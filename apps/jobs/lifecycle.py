@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Any, Iterable
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -29,13 +29,24 @@ from apps.webhooks.services import webhook_outbox_for_job
 logger = logging.getLogger(__name__)
 
 
-def ended(*, job_id: int) -> Job:
+def ended(*, job_id: int, job: Job | None = None) -> Job:
     """Inside the transaction that ended a job: its event, its webhook outbox row,
-    and (after commit) the next message of its session."""
-    job = Job.objects.select_related("agent", "session").get(pk=job_id)
+    and (after commit) the next message of its session. Pass `job` when the
+    caller holds it with the fields its ending wrote, to skip re-reading it."""
+    if job is None:
+        job = Job.objects.select_related("agent", "session").get(pk=job_id)
     job_status_changed(job=job)
     webhook_outbox_for_job(job=job)
-    transaction.on_commit(lambda: job_dispatch_next_in_session(job_id=job_id))
+    if job.kind == Job.Kind.MESSAGE and job.session_id is not None:
+        session_id = job.session_id
+        transaction.on_commit(lambda: job_dispatch_next_in_session(job_id=job_id, session_id=session_id))
+    return job
+
+
+def _ending(job: Job, **fields: Any) -> Job:
+    """`job` as the fenced UPDATE that ended it left the row."""
+    for name, value in fields.items():
+        setattr(job, name, value)
     return job
 
 
@@ -57,19 +68,36 @@ def job_claim(*, job_id: int, worker: str) -> Job | None:
     now = timezone.now()
     token = uuid.uuid4().hex
     with transaction.atomic():  # the claim and its `job.running` event commit together
-        updated = (Job.objects.filter(_claimable(now), pk=job_id, attempts__lt=settings.AGENTOS_MAX_ATTEMPTS,
-                                      cancel_requested_at__isnull=True)
-                   .exclude(deadline_at__lt=now)
-                   .exclude(earlier_unfinished_in_session())
-                   .update(status=Job.Status.RUNNING, lease_token=token, worker=worker[:200],
-                           lease_expires_at=now + timedelta(seconds=settings.AGENTOS_LEASE_SECONDS),
-                           started_at=now, attempts=F("attempts") + 1))
+        with connection.cursor() as cursor:
+            cursor.execute(_CLAIM_SQL, {
+                "id": job_id, "now": now, "token": token, "worker": worker[:200],
+                "lease": now + timedelta(seconds=settings.AGENTOS_LEASE_SECONDS),
+                "max_attempts": settings.AGENTOS_MAX_ATTEMPTS, "terminal": [str(s) for s in Job.TERMINAL]})
+            updated = cursor.rowcount
         if updated == 1:
             job = Job.objects.select_related("agent", "session", "owner").get(pk=job_id)
             job_status_changed(job=job)
             return job
     _end_unclaimable(job_id=job_id, now=now)
     return None
+
+
+# The claim, as one statement: every job's hot path starts here, and the ORM
+# spent more CPU composing it than PostgreSQL spends running it. The same rule
+# as `_claimable` and `earlier_unfinished_in_session` (tests cover each case).
+_CLAIM_SQL = """
+UPDATE jobs_job AS j
+   SET status = 'running', lease_token = %(token)s, worker = %(worker)s, lease_expires_at = %(lease)s,
+       started_at = %(now)s, attempts = j.attempts + 1
+ WHERE j.id = %(id)s
+   AND (j.status = 'queued' OR (j.status = 'running' AND j.lease_expires_at < %(now)s))
+   AND j.attempts < %(max_attempts)s
+   AND j.cancel_requested_at IS NULL
+   AND (j.deadline_at IS NULL OR j.deadline_at >= %(now)s)
+   AND NOT EXISTS (SELECT 1 FROM jobs_job AS earlier
+                    WHERE earlier.session_id = j.session_id AND earlier.id < j.id
+                      AND earlier.kind = 'message' AND earlier.status <> ALL(%(terminal)s))
+"""
 
 
 @transaction.atomic
@@ -119,62 +147,60 @@ def job_succeed_message(*, job: Job, content: str, tool_calls: list[dict[str, An
 
     Returns None (and writes nothing) when this attempt no longer holds the job,
     or when a cancel arrived while it ran (then the job ends cancelled)."""
-    if _fenced(job).filter(cancel_requested_at__isnull=False).exists():
-        job_cancelled(job=job)
-        return None
     reply = ChatMessage(session_id=job.session_id, role=ChatMessage.Role.ASSISTANT, content=content,
                         tool_calls=tool_calls, metrics=metrics, sources=sources or [], job=job)
     result = {"message_id": reply.public_id, "content": content, "tool_calls": tool_calls, "metrics": metrics,
               "sources": sources or []}
     now = timezone.now()
-    if _fenced(job).update(status=Job.Status.SUCCEEDED, result=result, finished_at=now,
-                           lease_expires_at=None) != 1:
-        logger.info("job %s: attempt lost its lease; reply dropped", job.public_id)
+    done = dict(status=Job.Status.SUCCEEDED, result=result, finished_at=now, lease_expires_at=None)
+    if _fenced(job).filter(cancel_requested_at__isnull=True).update(**done) != 1:
+        if _fenced(job).filter(cancel_requested_at__isnull=False).exists():
+            job_cancelled(job=job)  # the cancel arrived while it ran
+        else:
+            logger.info("job %s: attempt lost its lease; reply dropped", job.public_id)
         return None
     reply.save()
     ChatSession.objects.filter(pk=job.session_id).update(updated_at=now)
     session_changed(session_id=job.session.public_id)
-    ended(job_id=job.pk)
+    ended(job_id=job.pk, job=_ending(job, **done))
     return reply
 
 
 @transaction.atomic
 def job_succeed(*, job: Job, result: dict[str, Any]) -> bool:
     """Finish a job that writes no chat reply (sync, ingest), fenced on the lease."""
-    done = _fenced(job).update(status=Job.Status.SUCCEEDED, result=result, finished_at=timezone.now(),
-                               lease_expires_at=None)
-    if done:
-        ended(job_id=job.pk)
-    return done == 1
+    done = dict(status=Job.Status.SUCCEEDED, result=result, finished_at=timezone.now(), lease_expires_at=None)
+    if _fenced(job).update(**done) != 1:
+        return False
+    ended(job_id=job.pk, job=_ending(job, **done))
+    return True
 
 
 @transaction.atomic
 def job_fail(*, job: Job, code: str, message: str) -> bool:
     """Fenced like success: only the attempt holding the job may fail it."""
-    failed = _fenced(job).update(status=Job.Status.FAILED, error_code=code[:64], error_message=message[:4000],
-                                 finished_at=timezone.now(), lease_expires_at=None)
-    if failed:
-        ended(job_id=job.pk)
-    return failed == 1
+    failed = dict(status=Job.Status.FAILED, error_code=code[:64], error_message=message[:4000],
+                  finished_at=timezone.now(), lease_expires_at=None)
+    if _fenced(job).update(**failed) != 1:
+        return False
+    ended(job_id=job.pk, job=_ending(job, **failed))
+    return True
 
 
 @transaction.atomic
 def job_cancelled(*, job: Job) -> bool:
     """The running attempt stopped at a safe point after a cancel: no reply."""
-    stopped = _fenced(job).update(status=Job.Status.CANCELLED, error_code="cancelled",
-                                  error_message="Cancelled by the client.", finished_at=timezone.now(),
-                                  lease_expires_at=None)
-    if stopped:
-        ended(job_id=job.pk)
-    return stopped == 1
+    stopped = dict(status=Job.Status.CANCELLED, error_code="cancelled", error_message="Cancelled by the client.",
+                   finished_at=timezone.now(), lease_expires_at=None)
+    if _fenced(job).update(**stopped) != 1:
+        return False
+    ended(job_id=job.pk, job=_ending(job, **stopped))
+    return True
 
 
-def job_dispatch_next_in_session(*, job_id: int) -> None:
+def job_dispatch_next_in_session(*, job_id: int, session_id: int) -> None:
     """After a message job ends, start the next one waiting in its session."""
-    job = Job.objects.filter(pk=job_id).only("session_id", "kind").first()
-    if job is None or job.session_id is None:
-        return
-    successor = (Job.objects.filter(session_id=job.session_id, id__gt=job_id, kind=Job.Kind.MESSAGE,
+    successor = (Job.objects.filter(session_id=session_id, id__gt=job_id, kind=Job.Kind.MESSAGE,
                                     status=Job.Status.QUEUED).order_by("id").only("id", "kind").first())
     if successor is not None:
         job_dispatch(job_id=successor.pk, kind=successor.kind)

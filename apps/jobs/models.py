@@ -51,6 +51,9 @@ class Job(models.Model):
     deadline_at = models.DateTimeField(null=True, blank=True)
     # set by cancel on a running job: the worker stops at its next safe point, writes no reply
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # the number of the job's last event (apps.events): bumped under the row lock
+    # by the UPDATE that numbers the next one, so event numbers are gapless
+    event_seq = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

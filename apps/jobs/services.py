@@ -74,7 +74,9 @@ def message_send(*, user: AbstractBaseUser, agent: Agent, message: str, session:
     now = timezone.now()
     message_id = public_id("msg")
     job = Job.objects.create(owner=user, kind=Job.Kind.MESSAGE, agent=agent, session=session,
-                             callback_url=callback_url, deadline_at=now + deadline, input={"message_id": message_id})
+                             callback_url=callback_url, deadline_at=now + deadline, input={"message_id": message_id},
+                             event_seq=1,  # its `job.queued` event, written below
+                             enqueued_at=now)  # published on commit; a failed publish clears it
     ChatMessage.objects.create(public_id=message_id, session=session, role=ChatMessage.Role.USER, content=message,
                                job=job)
     if not created:
