@@ -152,12 +152,14 @@ def setup() -> dict[str, Any]:
     Agent.objects.filter(owner=user).delete()
     echo = agent_create(owner=user, name="echo", tools=["calculator"])
     slow = agent_create(owner=user, name="slow", model_options={"latency_ms": 1000})
-    # what a real agent costs to build: a provider client and tools (no request is made)
-    real = agent_create(owner=user, name="openai", model_provider="openai", model_id="gpt-4o-mini",
-                        tools=["calculator", "current_time"], instructions="Be helpful.")
+    # what a real agent costs to build: a provider client with its HTTP pool, and tools
+    # (an OpenAI-compatible endpoint that is never called: building makes no request)
+    provider = {"model_provider": "openai_like", "model_id": "gpt-4o-mini",
+                "model_options": {"base_url": "http://127.0.0.1:9/v1"}}
+    real = agent_create(owner=user, name="openai", tools=["calculator", "current_time"],
+                        instructions="Be helpful.", **provider)
     for i in range(200):
-        Agent.objects.create(owner=user, name=f"pool-{i}", model_provider="openai", model_id="gpt-4o-mini",
-                             tools=["calculator", "current_time"])
+        Agent.objects.create(owner=user, name=f"pool-{i}", tools=["calculator", "current_time"], **provider)
     return {"user": user, "token": token, "echo": echo.public_id, "slow": slow.public_id, "real": real.public_id}
 
 

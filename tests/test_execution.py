@@ -190,3 +190,31 @@ def test_every_run_gets_its_own_agno_agent_over_shared_parts(user, agent):
 
     assert one is not two and one.model is two.model
     assert one.id == agent.public_id and one.telemetry is False
+
+
+def test_warm_parts_know_the_agents_knowledge_bases_for_its_version(user, agent):
+    from apps.knowledge.services import kb_attach, kb_create, kb_detach
+
+    pool = AgentPool(capacity=8)
+    kb = kb_create(user=user, name="Handbook")
+    assert pool.parts_for(agent).knowledge_ids == ()
+
+    kb_attach(user=user, kb=kb, agent=agent)
+    agent.refresh_from_db()
+    assert pool.parts_for(agent).knowledge_ids == (kb.pk,), "attaching bumps the version: the parts are rebuilt"
+
+    kb_detach(kb=kb, agent=agent)
+    agent.refresh_from_db()
+    assert pool.parts_for(agent).knowledge_ids == ()
+
+
+def test_a_cancel_that_races_the_end_of_a_run_leaves_nothing_behind_in_agno(user, agent):
+    from agno.run.cancel import cancel_run, get_active_runs
+
+    from workers.watcher import watcher
+
+    job = accept(user, agent, "hi")
+    with watcher.track(job):
+        cancel_run(job.public_id)  # the cancel arrives as the run ends, before agno registered it
+
+    assert job.public_id not in get_active_runs()

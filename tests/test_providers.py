@@ -57,6 +57,27 @@ def test_openai_like_provider_uses_the_agents_base_url(user, settings, fake_llm)
 
 
 @pytest.mark.django_db
+def test_agents_on_one_endpoint_share_one_connection_pool_made_when_they_warm_up(user, settings, fake_llm):
+    from workers.pool import get_pool
+
+    settings.OPENAI_LIKE_API_KEY = "local-key"
+    spec = {"model_provider": "openai_like", "model_id": "llama", "tools": [],
+            "model_options": {"base_url": fake_llm.url}}
+    one, two = make_agent(user, name="one", **spec), make_agent(user, name="two", **spec)
+    other = make_agent(user, name="other", **{**spec, "model_options": {"base_url": fake_llm.url + "/other"}})
+    pool = get_pool()
+
+    models = [pool.parts_for(agent).model for agent in (one, two, other)]
+
+    assert models[0] is not models[1] and models[0].client is not None, "each agent's API client is made warm"
+    assert models[0].client._client is models[1].client._client is models[0].http_client
+    assert models[2].http_client is not models[0].http_client, "another endpoint, another pool"
+    for agent in (one, two):
+        job = message_send(user=user, agent=agent, message=f"hi {agent.name}")
+        assert execute_message_job(job.pk) == "succeeded"
+
+
+@pytest.mark.django_db
 def test_an_unreachable_provider_fails_the_job_with_model_error(user, settings):
     settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = "http://127.0.0.1:9/v1", "sk"
     agent = make_agent(user, model_provider="openai", model_id="gpt-test", tools=[],

@@ -30,13 +30,12 @@ def worker_name() -> str:
     return f"{node or socket.gethostname()}:{threading.get_native_id()}"
 
 
-def _sources(agent: Any, history: list[Any]) -> list[dict[str, Any]]:
+def _sources(kb_ids: tuple[int, ...], history: list[Any]) -> list[dict[str, Any]]:
     """The chunks of the agent's knowledge bases nearest to this message."""
     from django.conf import settings
 
-    from apps.knowledge.selectors import agent_knowledge_ids, chunks_search
+    from apps.knowledge.selectors import chunks_search
 
-    kb_ids = agent_knowledge_ids(agent=agent)
     if not kb_ids or not history:
         return []
     found = chunks_search(kb_ids=kb_ids, query=str(history[-1].content), limit=settings.AGENTOS_KNOWLEDGE_TOP_K)
@@ -54,8 +53,8 @@ def _sources_context(sources: list[dict[str, Any]]) -> str | None:
 def _history(job: Job) -> list[Any]:
     from agno.models.message import Message
 
-    return [Message(role=m.role, content=m.content)
-            for m in session_messages(session=job.session, through_job_id=job.pk)]
+    rows = session_messages(session=job.session_id, through_job_id=job.pk).values_list("role", "content")
+    return [Message(role=role, content=content) for role, content in rows]
 
 
 def _tool_events(job: Job) -> Callable[..., Any]:
@@ -132,8 +131,9 @@ def _run_claimed(job: Job) -> str:
     started = time.perf_counter()
     with watcher.track(job):
         history = _history(job)
-        sources = _sources(agent, history)
-        runner = pool.checkout(agent, user=job.owner, session_id=job.session.public_id,
+        parts = pool.parts_for(agent)
+        sources = _sources(parts.knowledge_ids, history)
+        runner = pool.checkout(parts, user=job.owner, session_id=job.session.public_id,
                                tool_hooks=[_tool_events(job)], context=_sources_context(sources))
         release_connection_if_busy(pool.stats.in_flight)  # the task adapter counts this job in flight
         output = runner.run(history, session_id=job.session.public_id, user_id=str(job.owner_id),

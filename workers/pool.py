@@ -74,10 +74,12 @@ class AgentPool:
             self._parts.popitem(last=False)
             self.stats.evictions += 1
 
-    def checkout(self, agent: DjangoAgent, *, user: Any, session_id: str,
+    def checkout(self, agent: DjangoAgent | AgentParts, *, user: Any, session_id: str,
                  tool_hooks: list[Any] | None = None, context: str | None = None) -> Any:
-        """A fresh agno Agent over warm parts, for one run only (`context`: this run's knowledge sources)."""
-        return agent_os_config.agent_from_parts(self.parts_for(agent), user=user, session_id=session_id,
+        """A fresh agno Agent over warm parts, for one run only (`context`: this run's knowledge sources).
+        Pass the parts when `parts_for` already gave them (a run reads them first for its knowledge)."""
+        parts = agent if isinstance(agent, AgentParts) else self.parts_for(agent)
+        return agent_os_config.agent_from_parts(parts, user=user, session_id=session_id,
                                                 tool_hooks=tool_hooks, context=context)
 
     def invalidate(self, agent_pk: int | None = None) -> int:

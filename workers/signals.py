@@ -68,9 +68,11 @@ def _json_only_output(sender: Any = None, instance: Any = None, **_: Any) -> Non
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     """Prefork child: nothing built in the parent may cross the fork."""
+    from apps.agents.providers import reset_http_clients
     from workers.pool import reset_pool
 
     reset_pool()
+    reset_http_clients()
     _prewarm()
 
 

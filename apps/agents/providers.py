@@ -1,6 +1,7 @@
 """Model providers: agent spec -> agno Model. Credentials come from settings only."""
 from __future__ import annotations
 
+import threading
 from typing import Any
 from urllib.parse import urlparse
 
@@ -53,9 +54,42 @@ def validate_model_spec(provider: str, model_id: str, options: Any) -> None:
             raise DomainError("invalid_model_options", "openai_like needs an http(s) base_url option.")
 
 
-def build_model(provider: str, model_id: str, options: dict[str, Any]) -> Any:
-    """One agno Model instance; safe to share between runs (its HTTP client is thread-safe)."""
+_http_clients: dict[tuple[str, float], Any] = {}
+_http_lock = threading.Lock()
+
+
+def shared_http_client(base_url: str, timeout: float) -> Any:
+    """One HTTP connection pool per provider endpoint in this process, shared by
+    every agent that calls it: a TLS context and its connections are made once,
+    not once per agent (which would cost about 1 MB and a handshake each).
+    httpx.Client is thread-safe."""
+    import httpx
+
+    key = (base_url, timeout)
+    with _http_lock:
+        client = _http_clients.get(key)
+        if client is None or client.is_closed:
+            limits = httpx.Limits(max_connections=settings.AGENTOS_PROVIDER_MAX_CONNECTIONS,
+                                  max_keepalive_connections=settings.AGENTOS_PROVIDER_MAX_CONNECTIONS)
+            client = _http_clients[key] = httpx.Client(timeout=timeout, limits=limits, follow_redirects=True)
+        return client
+
+
+def reset_http_clients() -> None:
+    """After fork: a connection pool must not cross a process boundary."""
+    with _http_lock:
+        _http_clients.clear()
+
+
+def build_model(provider: str, model_id: str, options: dict[str, Any], *, pooled: bool = True) -> Any:
+    """One agno Model instance; safe to share between runs (its HTTP client is thread-safe).
+    `pooled`: OpenAI and OpenAI-compatible models share their endpoint's (sync)
+    connection pool; the AgentOS server runs async and lets agno make its own."""
     timeout = float(options.get("timeout", settings.AGENTOS_MODEL_TIMEOUT))
+
+    def pool(base_url: str) -> Any:
+        return shared_http_client(base_url, timeout) if pooled else None
+
     tuning = {k: options[k] for k in ("temperature", "max_tokens") if k in options}
     if provider == "local":
         from apps.agents.local_model import LocalModel
@@ -65,13 +99,15 @@ def build_model(provider: str, model_id: str, options: dict[str, Any]) -> Any:
         from agno.models.openai import OpenAIChat
 
         return OpenAIChat(id=model_id, api_key=settings.OPENAI_API_KEY or None,
-                          base_url=settings.OPENAI_BASE_URL or None, timeout=timeout, max_retries=2, **tuning)
+                          base_url=settings.OPENAI_BASE_URL or None, timeout=timeout, max_retries=2,
+                          http_client=pool(settings.OPENAI_BASE_URL or "openai"), **tuning)
     if provider == "openai_like":
         from agno.models.openai import OpenAILike
 
         # the deployment's key for OpenAI-compatible servers; never one from the database
         return OpenAILike(id=model_id, base_url=options["base_url"], api_key=settings.OPENAI_LIKE_API_KEY,
-                          timeout=timeout, max_retries=2, **tuning)
+                          timeout=timeout, max_retries=2, http_client=pool(options["base_url"]),
+                          **tuning)
     if provider == "anthropic":
         from agno.models.anthropic import Claude
 

@@ -47,6 +47,9 @@ AGENTOS_POOL_PREWARM = env_int("AGENTOS_POOL_PREWARM", 20)
 AGENTOS_DB_CONNECTIONS_PER_WORKER = env_int("AGENTOS_DB_CONNECTIONS_PER_WORKER", 20)
 # Model HTTP timeout, seconds.
 AGENTOS_MODEL_TIMEOUT = env_float("AGENTOS_MODEL_TIMEOUT", 120.0)
+# Connections per provider endpoint per worker process (its agents share them):
+# at least the runs one worker holds in flight.
+AGENTOS_PROVIDER_MAX_CONNECTIONS = env_int("AGENTOS_PROVIDER_MAX_CONNECTIONS", 200)
 
 # Queues /readyz requires a live worker on (make run has no knowledge worker yet).
 AGENTOS_READY_QUEUES = env_list("AGENTOS_READY_QUEUES", ["agents", "sync", "webhooks"])

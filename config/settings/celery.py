@@ -6,7 +6,7 @@ message or worker was lost (see workers/sweeper.py).
 """
 from __future__ import annotations
 
-from config.env import env_int, env_str
+from config.env import env_bool, env_int, env_str
 from config.settings.services import CELERY_BROKER_URL
 
 CELERY_BROKER_URL = CELERY_BROKER_URL
@@ -48,7 +48,10 @@ CELERY_VISIBILITY_TIMEOUT = _VISIBILITY
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 100)
 
 CELERY_WORKER_SEND_TASK_EVENTS = True
-CELERY_TASK_SEND_SENT_EVENT = True
+# Flower's task list and /metrics come from the workers' events (received, started,
+# succeeded). A `task-sent` event would add a second Redis publish to every accepted
+# message, on the request path; turn it on to see tasks in Flower before a worker takes them.
+CELERY_TASK_SEND_SENT_EVENT = env_bool("CELERY_TASK_SEND_SENT_EVENT", False)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Flower (`manage.py opie_flower`) refuses to start without credentials: user:password[,user2:password2].

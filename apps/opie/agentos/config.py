@@ -32,7 +32,25 @@ class AgentParts:
     instructions: str
     model: Any
     tools: list[Callable[..., str]] = field(default_factory=list)
+    # the knowledge bases its runs retrieve from; attaching, detaching, sharing or
+    # deleting one bumps the agent's version, so this is fixed per (pk, version)
+    knowledge_ids: tuple[int, ...] = ()
     build_ms: float = 0.0
+
+
+def _connect(model: Any) -> None:
+    """Make the provider's API client now, once per warm entry, over its
+    endpoint's shared connection pool, instead of on the first run. A model
+    that cannot make one yet (no key) is left lazy: its run reports the error
+    as a failed job. Models without a shared pool stay lazy (their own pool
+    would cost memory for every warm agent)."""
+    get_client = getattr(model, "get_client", None)
+    if get_client is None or getattr(model, "http_client", None) is None:
+        return
+    try:
+        get_client()
+    except Exception as exc:  # noqa: BLE001 - any provider's own error type
+        logger.info("model %s: no client yet (%s); the run will report it", getattr(model, "id", "?"), exc)
 
 
 class AgentOSConfig:
@@ -61,13 +79,19 @@ class AgentOSConfig:
                                       lambda: self.config_dict(django_agent))
         return config
 
-    def build_parts(self, django_agent: DjangoAgent) -> AgentParts:
+    def build_parts(self, django_agent: DjangoAgent, *, pooled: bool = True) -> AgentParts:
+        """`pooled=False` for async runs (the AgentOS server): agno makes the model's async client."""
+        from apps.knowledge.selectors import agent_knowledge_ids
+
         started = time.perf_counter()
-        model = build_model(django_agent.model_provider, django_agent.model_id, django_agent.model_options or {})
+        model = build_model(django_agent.model_provider, django_agent.model_id, django_agent.model_options or {},
+                            pooled=pooled)
+        _connect(model)
         return AgentParts(
             key=(django_agent.pk, django_agent.version), public_id=django_agent.public_id,
             name=django_agent.name, description=django_agent.description,
             instructions=django_agent.instructions, model=model, tools=tool_functions(django_agent.tools or []),
+            knowledge_ids=tuple(agent_knowledge_ids(agent=django_agent)),
             build_ms=(time.perf_counter() - started) * 1000)
 
     def agent_from_parts(self, parts: AgentParts, *, user: AbstractBaseUser | None = None,

@@ -137,7 +137,7 @@ def _build_agent_os(user_id: int | None) -> tuple[Any, set[str]]:
         agents = agent_list_visible(user=get_user_model().objects.get(pk=user_id))
     else:
         agents = Agent.objects.filter(enabled=True)
-    built = [agent_os_config.agent_from_parts(agent_os_config.build_parts(a), db=db) for a in agents]
+    built = [agent_os_config.agent_from_parts(agent_os_config.build_parts(a, pooled=False), db=db) for a in agents]
     agent_os = AgentOS(id="opie", name="Opie AgentOS", description="Opie's Django agents", agents=built, db=db,
                        telemetry=False, auto_provision_dbs=False)
     return agent_os, {a.id for a in built}
