@@ -36,15 +36,20 @@ def test_a_message_whose_publish_fails_is_left_for_the_sweeper(api, agent, setti
 
     with django_capture_on_commit_callbacks() as callbacks:
         body = send(api, agent_id=agent.public_id, message="Hello").json()
+    def use_broker(url: str) -> None:
+        # drop the app's handles on its pools, not the pools: closing the real
+        # broker's pool would break every later test that publishes
+        app.conf.broker_url = url
+        app._pool = None
+        app.amqp._producer_pool = None
+
     broker = app.conf.broker_url
-    app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
-    app.pool.force_close_all()
+    use_broker("redis://127.0.0.1:1/0")  # nothing listens there
     try:
         for callback in callbacks:
             callback()
     finally:
-        app.conf.broker_url = broker
-        app.pool.force_close_all()
+        use_broker(broker)
 
     job = Job.objects.get(public_id=body["job_id"])
     assert job.status == "queued" and job.enqueued_at is None, "the sweeper re-sends jobs never enqueued"
