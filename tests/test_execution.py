@@ -121,6 +121,26 @@ def test_history_is_the_sessions_messages_in_order(user, agent):
                         ("assistant", "Echo #2: beta"), ("user", "gamma"), ("assistant", "Echo #3: gamma")]
 
 
+def test_a_runs_history_leaves_out_failed_and_cancelled_turns_and_later_messages(user, agent):
+    from apps.chat.selectors import run_history, session_messages
+    from apps.jobs.services import job_cancel
+
+    first = accept(user, agent, "alpha")
+    execute_message_job(first.pk)
+    failed = accept(user, agent, "/fail upstream", session=first.session)
+    execute_message_job(failed.pk)
+    cancelled = accept(user, agent, "never mind", session=first.session)
+    job_cancel(job=cancelled)
+    current = accept(user, agent, "beta", session=first.session)
+    accept(user, agent, "later", session=first.session)  # accepted after: not this run's input
+
+    history = run_history(session_id=first.session_id, job_id=current.pk)
+
+    assert history == [("user", "alpha"), ("assistant", "Echo #1: alpha"), ("user", "beta")]
+    assert history == list(session_messages(session=first.session_id, through_job_id=current.pk)
+                           .values_list("role", "content"))
+
+
 def test_a_job_whose_worker_died_every_time_ends_failed(user, agent, settings):
     settings.AGENTOS_MAX_ATTEMPTS = 2
     job = accept(user, agent, "doomed")

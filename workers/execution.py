@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from apps.chat.selectors import session_messages
+from apps.chat.selectors import run_history
 from apps.events.services import job_event_append
 from apps.jobs.lifecycle import job_cancelled, job_claim, job_fail, job_succeed_message
 from apps.jobs.models import Job
@@ -53,8 +53,8 @@ def _sources_context(sources: list[dict[str, Any]]) -> str | None:
 def _history(job: Job) -> list[Any]:
     from agno.models.message import Message
 
-    rows = session_messages(session=job.session_id, through_job_id=job.pk).values_list("role", "content")
-    return [Message(role=role, content=content) for role, content in rows]
+    return [Message(role=role, content=content) for role, content in run_history(session_id=job.session_id,
+                                                                                  job_id=job.pk)]
 
 
 def _tool_events(job: Job) -> Callable[..., Any]:

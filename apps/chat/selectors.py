@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 from django.db.models import Case, IntegerField, Q, QuerySet, Value, When
 
 from apps.cache import read, session_key
@@ -61,3 +62,23 @@ def session_messages(*, session: ChatSession | int, through_job_id: int | None =
                     .filter(Q(job__status="succeeded") | Q(job_id=through_job_id, role=ChatMessage.Role.USER)))
     turn = Case(When(role=ChatMessage.Role.USER, then=Value(0)), default=Value(1), output_field=IntegerField())
     return messages.annotate(turn=turn).order_by("job_id", "turn", "id")
+
+
+# `session_messages(session=..., through_job_id=...)` as (role, content) pairs, in
+# one statement: it is read at the start of every run, and composing the ORM
+# query cost more CPU than PostgreSQL spends answering it. Same rule and order
+# (tests compare the two).
+_RUN_HISTORY_SQL = """
+SELECT m.role, m.content
+  FROM chat_chatmessage AS m JOIN jobs_job AS j ON j.id = m.job_id
+ WHERE m.session_id = %(session)s AND m.job_id <= %(job)s
+   AND (j.status = 'succeeded' OR (m.job_id = %(job)s AND m.role = 'user'))
+ ORDER BY m.job_id, CASE WHEN m.role = 'user' THEN 0 ELSE 1 END, m.id
+"""
+
+
+def run_history(*, session_id: int, job_id: int) -> list[tuple[str, str]]:
+    """The (role, content) turns a message job runs on: see `session_messages`."""
+    with connection.cursor() as cursor:
+        cursor.execute(_RUN_HISTORY_SQL, {"session": session_id, "job": job_id})
+        return [(role, content) for role, content in cursor.fetchall()]

@@ -75,15 +75,18 @@ def _record(*, job: Job, seq: int, type: str, data: dict[str, Any]) -> JobEvent:
     return event
 
 
-def job_status_changed(*, job: Job) -> None:
+def job_status_changed(*, job: Job, seq: int | None = None) -> None:
     """Record `job.<status>` (data: the job as the API shows it).
 
-    The claim calls this after its UPDATE has committed; if the row has moved
-    on since (a cancel got in between), the stale transition is not recorded,
-    so a terminal event is always a job's last. No savepoint: every caller is
-    inside the transaction of the transition and fails with it."""
+    If the row has moved on from `job.status` (a cancel got in between), the
+    stale transition is not recorded, so a terminal event is always a job's
+    last. `seq`: the number the caller's own transition UPDATE already took
+    (the claim bumps `event_seq` in the statement that claims, and holds the
+    row lock until commit). No savepoint: every caller is inside the
+    transaction of the transition and fails with it."""
     with transaction.atomic(savepoint=False):
-        seq = _next_seq(job.pk, status=job.status)
+        if seq is None:
+            seq = _next_seq(job.pk, status=job.status)
         if seq is None:
             logger.info("job %s: %s event skipped, the job has moved on", job.public_id, job.status)
             return

@@ -73,22 +73,22 @@ def job_claim(*, job_id: int, worker: str) -> Job | None:
                 "id": job_id, "now": now, "token": token, "worker": worker[:200],
                 "lease": now + timedelta(seconds=settings.AGENTOS_LEASE_SECONDS),
                 "max_attempts": settings.AGENTOS_MAX_ATTEMPTS, "terminal": [str(s) for s in Job.TERMINAL]})
-            updated = cursor.rowcount
-        if updated == 1:
+            claimed = cursor.fetchone()
+        if claimed is not None:
             job = Job.objects.select_related("agent", "session", "owner").get(pk=job_id)
-            job_status_changed(job=job)
+            job_status_changed(job=job, seq=claimed[0])
             return job
     _end_unclaimable(job_id=job_id, now=now)
     return None
 
 
-# The claim, as one statement: every job's hot path starts here, and the ORM
-# spent more CPU composing it than PostgreSQL spends running it. The same rule
-# as `_claimable` and `earlier_unfinished_in_session` (tests cover each case).
+# The claim, as one statement (which also numbers its `job.running` event):
+# every job's hot path starts here, and the ORM spent more CPU composing it
+# than PostgreSQL spends running it. The same rule as `_claimable` and `earlier_unfinished_in_session` (tests cover each case).
 _CLAIM_SQL = """
 UPDATE jobs_job AS j
    SET status = 'running', lease_token = %(token)s, worker = %(worker)s, lease_expires_at = %(lease)s,
-       started_at = %(now)s, attempts = j.attempts + 1
+       started_at = %(now)s, attempts = j.attempts + 1, event_seq = j.event_seq + 1
  WHERE j.id = %(id)s
    AND (j.status = 'queued' OR (j.status = 'running' AND j.lease_expires_at < %(now)s))
    AND j.attempts < %(max_attempts)s
@@ -97,6 +97,7 @@ UPDATE jobs_job AS j
    AND NOT EXISTS (SELECT 1 FROM jobs_job AS earlier
                     WHERE earlier.session_id = j.session_id AND earlier.id < j.id
                       AND earlier.kind = 'message' AND earlier.status <> ALL(%(terminal)s))
+RETURNING j.event_seq
 """
 
 
@@ -201,6 +202,6 @@ def job_cancelled(*, job: Job) -> bool:
 def job_dispatch_next_in_session(*, job_id: int, session_id: int) -> None:
     """After a message job ends, start the next one waiting in its session."""
     successor = (Job.objects.filter(session_id=session_id, id__gt=job_id, kind=Job.Kind.MESSAGE,
-                                    status=Job.Status.QUEUED).order_by("id").only("id", "kind").first())
+                                    status=Job.Status.QUEUED).order_by("id").values_list("id", flat=True).first())
     if successor is not None:
-        job_dispatch(job_id=successor.pk, kind=successor.kind)
+        job_dispatch(job_id=successor, kind=Job.Kind.MESSAGE)
