@@ -23,4 +23,4 @@ RUN useradd --create-home --uid 10001 opie && chown -R opie /app
 USER opie
 EXPOSE 8000
 CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", \
-     "--workers", "2", "--threads", "16", "--timeout", "120", "--access-logfile", "-"]
+     "--workers", "2", "--threads", "16", "--timeout", "120", "--keep-alive", "10", "--access-logfile", "-"]

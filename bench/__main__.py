@@ -399,7 +399,8 @@ def main() -> None:
         ctx = setup()
         port = free_port()
         start("web", [str(Path(PY).parent / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                      "--worker-class", "gthread", "--workers", "2", "--threads", "16", "--timeout", "120"])
+                      "--worker-class", "gthread", "--workers", "2", "--threads", "16", "--timeout", "120",
+                      "--keep-alive", "10"])
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/healthz")
         results: dict[str, Any] = {"quick": quick, "machine": machine()}

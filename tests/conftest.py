@@ -70,6 +70,10 @@ def agent(user: Any) -> Any:
     return make_agent(user)
 
 
+# a worker's database connections, pooled as in production (settings: DB_POOL_SIZE)
+WORKER_DB_POOL_SIZE = "10"
+
+
 def worker_env(**extra: str) -> dict[str, str]:
     """A worker process reaches the test database and the tests' Redis database."""
     db = connection.settings_dict
@@ -80,7 +84,7 @@ def worker_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings_test",
            "DATABASE_URL": f"postgresql://{auth}@{host}{port}/{db['NAME']}{query}",
            "REDIS_URL": settings.REDIS_URL, "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-           "PYTHONUNBUFFERED": "1", "AGNO_TELEMETRY": "false"}
+           "PYTHONUNBUFFERED": "1", "AGNO_TELEMETRY": "false", "DB_POOL_SIZE": WORKER_DB_POOL_SIZE}
     env.update(extra)
     return env
 

@@ -95,13 +95,17 @@ def _metrics(output: Any, started: float) -> dict[str, Any]:
 
 
 def release_connection_if_busy(in_flight: int) -> None:
-    """With many runs in flight, hold no database connection across the model
-    call or after the run: idle connections would otherwise exhaust PostgreSQL.
-    With few, keep it: a new connection costs more than a short job."""
+    """Hold no database connection across the model call or after the run when
+    others may need it. Pooled (DB_POOL_SIZE), always: closing hands it back to
+    the pool for the next thread. Unpooled, only with many runs in flight (idle
+    connections would exhaust PostgreSQL); with few, a new connection costs
+    more than keeping it."""
     from django.conf import settings
     from django.db import connection
 
-    if in_flight > settings.AGENTOS_DB_CONNECTIONS_PER_WORKER and not connection.in_atomic_block:
+    if connection.in_atomic_block:
+        return
+    if connection.settings_dict["OPTIONS"].get("pool") or in_flight > settings.AGENTOS_DB_CONNECTIONS_PER_WORKER:
         connection.close()
 
 

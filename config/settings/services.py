@@ -12,6 +12,16 @@ def database_from_url(url: str) -> dict[str, object]:
         raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {parsed.scheme!r}")
     query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
     host = query.pop("host", None) or (parsed.hostname or "")
+    options: dict[str, object] = {"connect_timeout": env_int("DB_CONNECT_TIMEOUT", 5), **query}
+    # A pool of at most DB_POOL_SIZE connections per process (psycopg_pool through
+    # Django): a worker's hundreds of threads share a few connections, each held
+    # only for a job's short database phases, and "closing" one returns it to the
+    # pool instead of paying PostgreSQL a new backend per phase. 0 turns pooling
+    # off (persistent connections, DB_CONN_MAX_AGE), e.g. for prefork children.
+    pool_size = env_int("DB_POOL_SIZE", 20)
+    if pool_size > 0:
+        options["pool"] = {"min_size": min(2, pool_size), "max_size": pool_size,
+                           "timeout": env_float("DB_POOL_TIMEOUT", 30.0)}
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": unquote(parsed.path.lstrip("/")),
@@ -19,9 +29,9 @@ def database_from_url(url: str) -> dict[str, object]:
         "PASSWORD": unquote(parsed.password or ""),
         "HOST": host,
         "PORT": str(parsed.port or ""),
-        "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 60),
+        "CONN_MAX_AGE": 0 if pool_size > 0 else env_int("DB_CONN_MAX_AGE", 60),  # a pooled one is reused anyway
         "CONN_HEALTH_CHECKS": True,
-        "OPTIONS": {"connect_timeout": env_int("DB_CONNECT_TIMEOUT", 5), **query},
+        "OPTIONS": options,
         "TEST": {"NAME": env_str("TEST_DATABASE_NAME") or None},
     }
 
