@@ -73,6 +73,52 @@ def test_dry_run_reports_what_would_change_and_changes_nothing(user, agent):
 
 
 @pytest.mark.django_db
+def test_an_agent_whose_knowledge_is_not_current_is_recorded_stale_until_it_is(user, agent):
+    from apps.knowledge.ingest import document_failed
+    from apps.knowledge.models import Document
+    from apps.knowledge.services import document_upload, kb_attach, kb_create
+
+    kb = kb_create(user=user, name="Handbook")
+    kb_attach(user=user, kb=kb, agent=agent)
+    ready, _ = document_upload(user=user, kb=kb, name="a.txt", data=b"embedded")
+    Document.objects.filter(pk=ready.pk).update(status=Document.Status.READY, chunk_count=1)
+    waiting, _ = document_upload(user=user, kb=kb, name="b.txt", data=b"still queued")
+
+    output = run_sync("--inline")
+
+    agent.refresh_from_db()
+    assert agent.sync_status == "stale" and "stale 1" in output, "buildable, so not invalid"
+    assert agent.sync_error == f"knowledge_stale: {kb.public_id}: 1 document(s) not embedded yet (pending or processing)"
+
+    document_failed(document=waiting, error="the file is not UTF-8 text")
+    run_sync("--inline")
+    agent.refresh_from_db()
+    assert agent.sync_status == "stale" and "1 document(s) failed to ingest" in agent.sync_error
+
+    waiting.delete()
+    run_sync("--inline")
+    agent.refresh_from_db()
+    assert (agent.sync_status, agent.sync_error) == ("ok", "")
+
+
+@pytest.mark.django_db
+def test_an_unbuildable_agent_stays_invalid_whatever_its_knowledge(user):
+    from apps.knowledge.services import document_upload, kb_attach, kb_create
+
+    broken = make_agent(user, name="retired")
+    Agent.objects.filter(pk=broken.pk).update(tools=["vanished_tool"])
+    kb = kb_create(user=user, name="Handbook")
+    kb_attach(user=user, kb=kb, agent=broken)
+    document_upload(user=user, kb=kb, name="b.txt", data=b"still queued")
+
+    with pytest.raises(CommandError, match="invalid"):
+        run_sync("--inline")
+
+    broken.refresh_from_db()
+    assert broken.sync_status == "invalid" and broken.sync_error.startswith("unknown_tool")
+
+
+@pytest.mark.django_db
 def test_user_and_agent_filters_pick_the_agents(user, other_user):
     mine, theirs = make_agent(user), make_agent(other_user)
 
