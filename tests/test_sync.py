@@ -120,13 +120,18 @@ def test_an_unbuildable_agent_stays_invalid_whatever_its_knowledge(user):
 
 @pytest.mark.django_db
 def test_user_and_agent_filters_pick_the_agents(user, other_user):
-    mine, theirs = make_agent(user), make_agent(other_user)
+    mine, also_mine, theirs = make_agent(user), make_agent(user, name="Other"), make_agent(other_user)
 
     run_sync("--inline", "--user-id", str(other_user.pk))
-    run_sync("--inline", "--agent-id", mine.public_id)
 
     assert Agent.objects.get(pk=theirs.pk).sync_status == "ok"
+    assert Agent.objects.filter(pk__in=[mine.pk, also_mine.pk], synced_at__isnull=False).count() == 0, \
+        "an agent outside --user-id is not touched"
+
+    run_sync("--inline", "--agent-id", mine.public_id)
+
     assert Agent.objects.get(pk=mine.pk).sync_status == "ok"
+    assert Agent.objects.get(pk=also_mine.pk).synced_at is None, "nor one outside --agent-id"
     with pytest.raises(CommandError, match="agent_not_found"):
         run_sync("--inline", "--agent-id", "agent-000000000000")
 
