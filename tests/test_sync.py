@@ -170,6 +170,27 @@ def test_every_beat_entry_points_at_a_registered_task(settings):
     assert "opie-agent-sync" in settings.CELERY_BEAT_SCHEDULE
 
 
+@pytest.mark.django_db(transaction=True)  # Celery's Django fixup closes the connection as beat starts
+def test_an_admin_edit_of_the_sync_interval_survives_a_beat_restart(settings):
+    from django.utils.module_loading import import_string
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from celery_app import app
+
+    scheduler = import_string(settings.CELERY_BEAT_SCHEDULER.replace(":", "."))
+    scheduler(app=app)  # beat's first start: the defaults from settings are created
+    task = PeriodicTask.objects.get(name="opie-agent-sync")
+    assert (task.interval.every, task.interval.period, task.queue, task.expire_seconds) == (3600, "seconds", "sync", 600)
+    task.interval = IntervalSchedule.objects.create(every=15, period=IntervalSchedule.MINUTES)
+    task.save()  # what the admin's Periodic tasks page does
+
+    scheduler(app=app)  # beat restarts
+
+    task = PeriodicTask.objects.get(name="opie-agent-sync")
+    assert (task.interval.every, task.interval.period) == (15, "minutes")
+    assert PeriodicTask.objects.filter(name="opie-sweep-jobs").count() == 1
+
+
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_queued_sync_runs_on_a_worker_and_reports_progress(start_worker, user):
