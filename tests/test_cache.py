@@ -21,13 +21,11 @@ from django.test.utils import CaptureQueriesContext
 from apps.agents.models import Agent
 from apps.agents.services import agent_update
 from apps.agents.sync import agent_sync_one
-from apps.cache import (PERMS_PUBLIC, agent_config_key, agent_key, kb_changed, kb_key, perms_key, read, read_many,
-                        session_key)
+from apps.cache import PERMS_PUBLIC, agent_key, perms_key, read, read_many, session_key
 from apps.chat.models import ChatSession
 from apps.chat.services import session_delete, session_rename
 from apps.jobs.lifecycle import job_claim, job_succeed_message
 from apps.jobs.models import Job
-from apps.opie.agentos.config import agent_os_config
 from apps.opie.agentos.service import AgentOSService
 from tests.factories import make_agent, make_token, make_user
 
@@ -61,21 +59,9 @@ def patch(client: Client, agent: Agent, **changes: Any) -> Any:
 
 def test_keys_follow_the_agentos_type_identifier_pattern():
     assert agent_key("agent-1a2b") == "agentos_agent_agent-1a2b"
-    assert agent_config_key(7, 3) == "agentos_agentconfig_7_3"
     assert perms_key(42) == "agentos_perms_42"
     assert PERMS_PUBLIC == "agentos_perms_public"
     assert session_key("sess-9f") == "agentos_session_sess-9f"
-    assert kb_key(5) == "agentos_kb_5"
-
-
-def test_a_knowledge_status_is_read_through_and_dropped_when_it_changes():
-    status = {"status": "ready"}
-    assert read(kb_key(5), lambda: status) == status and in_redis(kb_key(5))
-
-    kb_changed(kb_id=5)
-
-    assert not in_redis(kb_key(5))
-    assert read(kb_key(5), lambda: {"status": "ingesting"}) == {"status": "ingesting"}
 
 
 # hits
@@ -144,17 +130,6 @@ def test_someone_elses_cached_session_is_still_a_404(api, other_api, user):
     response = other_api.get(f"{API}sessions/{session_id}/")
 
     assert response.status_code == 404 and response.json()["error"]["code"] == "session_not_found"
-
-
-def test_built_configuration_is_cached_per_agent_version(user):
-    agent = make_agent(user, instructions="v1")
-    first = agent_os_config.cached_config(agent)
-    assert in_redis(agent_config_key(agent.pk, agent.version)) and first["instructions"] == "v1"
-
-    agent = agent_update(agent=agent, instructions="v2")
-
-    assert agent_os_config.cached_config(agent)["instructions"] == "v2"
-    assert not in_redis(agent_config_key(agent.pk, agent.version - 1))  # the old version's entry went
 
 
 # every write path invalidates

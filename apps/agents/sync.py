@@ -29,7 +29,7 @@ from apps.agents.broadcast import pool_invalidate_on_commit
 from apps.agents.models import Agent
 from apps.agents.providers import validate_model_spec
 from apps.agents.tools import validate_tool_names
-from apps.cache import agent_config_key, agent_key, invalidate_on_commit
+from apps.cache import agent_key, invalidate_on_commit
 from apps.common import DomainError
 
 logger = logging.getLogger(__name__)
@@ -130,9 +130,7 @@ def agent_sync_one(*, agent: Agent, dry_run: bool = False) -> SyncResult:
             updates["version"] = F("version") + 1
             pool_invalidate_on_commit(agent_pk=agent.pk)
         Agent.objects.filter(pk=agent.pk).update(**updates)
-        # the snapshot shows the version; a bumped version leaves the old configuration unused
-        invalidate_on_commit([agent_key(agent.public_id),
-                              *([agent_config_key(agent.pk, agent.version)] if changed else [])])
+        invalidate_on_commit([agent_key(agent.public_id)])  # the snapshot shows the version and status
     result.version = Agent.objects.values_list("version", flat=True).get(pk=agent.pk)
     return result
 
