@@ -263,6 +263,42 @@ def test_a_new_message_and_its_reply_show_in_the_session_at_once(api, user):
     assert "the reply" in [m["content"] for m in after_reply["messages"]]
 
 
+def test_agentos_renames_records_and_deletes_show_in_the_rest_api_at_once(api, user):
+    from agno.session.agent import AgentSession
+    from asgiref.sync import async_to_sync
+
+    from apps.jobs.services import message_record
+    from apps.opie.agentos.agno_db import DjangoSessionDb, current_user
+
+    agent, db = make_agent(user), DjangoSessionDb()
+    session_id = api.post(f"{API}create-session/", {"agent_id": agent.public_id},
+                          content_type="application/json").json()["session_id"]
+
+    def title() -> str:
+        response = api.get(f"{API}sessions/{session_id}/")  # fills the cache
+        assert in_redis(session_key(session_id))
+        return response.json()["title"]
+
+    assert title() == ""
+    # a run recorded by AgentOS titles an untitled session, as the first message does
+    session = ChatSession.objects.get(public_id=session_id)
+    message_record(user=user, agent=agent, session=session, run_id="run-1", message="Trip to Oslo", reply="Ok.")
+    assert title() == "Trip to Oslo"
+
+    token = current_user.set(user)  # what the AgentOS server's auth middleware does per request
+    try:
+        async_to_sync(db.rename_session)(session_id, None, "Renamed in AgentOS")
+        assert title() == "Renamed in AgentOS"
+        async_to_sync(db.upsert_session)(AgentSession(session_id=session_id, agent_id=agent.public_id,
+                                                      session_data={"session_name": "Named by agno"}))
+        assert title() == "Named by agno"
+        assert async_to_sync(db.delete_session)(session_id) is True
+    finally:
+        current_user.reset(token)
+
+    assert api.get(f"{API}sessions/{session_id}/").status_code == 404
+
+
 def test_an_admin_edit_of_sharing_reaches_permissions_at_once(client, other_api, user, other_user):
     agent = make_agent(user, visibility="shared", shared_with=["mallory"])
     assert agent.public_id in agent_ids(other_api)
