@@ -65,4 +65,5 @@ class AgentAdmin(admin.ModelAdmin):
 
     @staticmethod
     def _invalidate_deleted(agent: Agent) -> None:
-        agent_cache_invalidate_on_commit(agent=agent, session_ids=list(agent.sessions.values_list("public_id", flat=True)))
+        agent_cache_invalidate_on_commit(agent=agent,
+                                         session_ids=list(agent.sessions.values_list("public_id", flat=True)))
