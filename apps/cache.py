@@ -3,14 +3,17 @@ for what requests read again and again, and invalidation on every write.
 
 Keys follow `agentos_<type>_<identifier>` (Django adds KEY_PREFIX and version):
 
-    agentos_agent_<public_id>           an agent's definition, for any viewer (agent_snapshot)
-    agentos_agentconfig_<pk>_<version>  an agent's built configuration; a new version is a new key
-    agentos_perms_<user_id>             public ids of the enabled agents the user owns or that are
-                                        shared with them
-    agentos_perms_public                public ids of the enabled public agents; a user may use
-                                        agentos_perms_<user_id> plus these
-    agentos_session_<public_id>         a chat session's summary and its owner
-    agentos_kb_<id>                     a knowledge base's status (reserved: no knowledge model yet)
+    agentos_agent_<public_id>    an agent's definition, for any viewer (agent_snapshot)
+    agentos_perms_<user_id>      public ids of the enabled agents the user owns or that are
+                                 shared with them
+    agentos_perms_public         public ids of the enabled public agents; a user may use
+                                 agentos_perms_<user_id> plus these
+    agentos_session_<public_id>  a chat session's summary and its owner
+
+Not here, on purpose: an agent's built configuration lives in each worker's
+warm pool per (agent, version), where it is used (its resolved dict is cheaper
+to compute from the row than to fetch from Redis); a knowledge base's status
+has one reader, the agent sync, which must see the database.
 
 Every entry lives AGENTOS_CACHE_TTL seconds at most. The rules:
 
@@ -58,20 +61,12 @@ def agent_key(public_id: str) -> str:
     return f"agentos_agent_{public_id}"
 
 
-def agent_config_key(pk: int, version: int) -> str:
-    return f"agentos_agentconfig_{pk}_{version}"
-
-
 def perms_key(user_id: int) -> str:
     return f"agentos_perms_{user_id}"
 
 
 def session_key(public_id: str) -> str:
     return f"agentos_session_{public_id}"
-
-
-def kb_key(kb_id: int | str) -> str:
-    return f"agentos_kb_{kb_id}"
 
 
 # KEYS: the keys to claim; ARGV: the lease, its lifetime in ms. Returns the 1-based indexes claimed.
@@ -203,9 +198,3 @@ def invalidate_on_commit(keys: Iterable[str]) -> None:
     """Delete entries once the current transaction commits (at once outside one)."""
     todo = list(keys)
     transaction.on_commit(lambda: invalidate(todo))
-
-
-def kb_changed(*, kb_id: int | str) -> None:
-    """A knowledge base's status changed (ingest started or ended): drop it once this commits.
-    For the knowledge app to call from its writes; it reads with `read(kb_key(id), load)`."""
-    invalidate_on_commit([kb_key(kb_id)])

@@ -21,13 +21,11 @@ from django.test.utils import CaptureQueriesContext
 from apps.agents.models import Agent
 from apps.agents.services import agent_update
 from apps.agents.sync import agent_sync_one
-from apps.cache import (PERMS_PUBLIC, agent_config_key, agent_key, kb_changed, kb_key, perms_key, read, read_many,
-                        session_key)
+from apps.cache import PERMS_PUBLIC, agent_key, perms_key, read, read_many, session_key
 from apps.chat.models import ChatSession
 from apps.chat.services import session_delete, session_rename
 from apps.jobs.lifecycle import job_claim, job_succeed_message
 from apps.jobs.models import Job
-from apps.opie.agentos.config import agent_os_config
 from apps.opie.agentos.service import AgentOSService
 from tests.factories import make_agent, make_token, make_user
 
@@ -61,21 +59,9 @@ def patch(client: Client, agent: Agent, **changes: Any) -> Any:
 
 def test_keys_follow_the_agentos_type_identifier_pattern():
     assert agent_key("agent-1a2b") == "agentos_agent_agent-1a2b"
-    assert agent_config_key(7, 3) == "agentos_agentconfig_7_3"
     assert perms_key(42) == "agentos_perms_42"
     assert PERMS_PUBLIC == "agentos_perms_public"
     assert session_key("sess-9f") == "agentos_session_sess-9f"
-    assert kb_key(5) == "agentos_kb_5"
-
-
-def test_a_knowledge_status_is_read_through_and_dropped_when_it_changes():
-    status = {"status": "ready"}
-    assert read(kb_key(5), lambda: status) == status and in_redis(kb_key(5))
-
-    kb_changed(kb_id=5)
-
-    assert not in_redis(kb_key(5))
-    assert read(kb_key(5), lambda: {"status": "ingesting"}) == {"status": "ingesting"}
 
 
 # hits
@@ -144,17 +130,6 @@ def test_someone_elses_cached_session_is_still_a_404(api, other_api, user):
     response = other_api.get(f"{API}sessions/{session_id}/")
 
     assert response.status_code == 404 and response.json()["error"]["code"] == "session_not_found"
-
-
-def test_built_configuration_is_cached_per_agent_version(user):
-    agent = make_agent(user, instructions="v1")
-    first = agent_os_config.cached_config(agent)
-    assert in_redis(agent_config_key(agent.pk, agent.version)) and first["instructions"] == "v1"
-
-    agent = agent_update(agent=agent, instructions="v2")
-
-    assert agent_os_config.cached_config(agent)["instructions"] == "v2"
-    assert not in_redis(agent_config_key(agent.pk, agent.version - 1))  # the old version's entry went
 
 
 # every write path invalidates
@@ -286,6 +261,42 @@ def test_a_new_message_and_its_reply_show_in_the_session_at_once(api, user):
     after_reply = api.get(f"{API}sessions/{session_id}/").json()
     assert after_reply["updated_at"] > after_send["updated_at"]
     assert "the reply" in [m["content"] for m in after_reply["messages"]]
+
+
+def test_agentos_renames_records_and_deletes_show_in_the_rest_api_at_once(api, user):
+    from agno.session.agent import AgentSession
+    from asgiref.sync import async_to_sync
+
+    from apps.jobs.services import message_record
+    from apps.opie.agentos.agno_db import DjangoSessionDb, current_user
+
+    agent, db = make_agent(user), DjangoSessionDb()
+    session_id = api.post(f"{API}create-session/", {"agent_id": agent.public_id},
+                          content_type="application/json").json()["session_id"]
+
+    def title() -> str:
+        response = api.get(f"{API}sessions/{session_id}/")  # fills the cache
+        assert in_redis(session_key(session_id))
+        return response.json()["title"]
+
+    assert title() == ""
+    # a run recorded by AgentOS titles an untitled session, as the first message does
+    session = ChatSession.objects.get(public_id=session_id)
+    message_record(user=user, agent=agent, session=session, run_id="run-1", message="Trip to Oslo", reply="Ok.")
+    assert title() == "Trip to Oslo"
+
+    token = current_user.set(user)  # what the AgentOS server's auth middleware does per request
+    try:
+        async_to_sync(db.rename_session)(session_id, None, "Renamed in AgentOS")
+        assert title() == "Renamed in AgentOS"
+        async_to_sync(db.upsert_session)(AgentSession(session_id=session_id, agent_id=agent.public_id,
+                                                      session_data={"session_name": "Named by agno"}))
+        assert title() == "Named by agno"
+        assert async_to_sync(db.delete_session)(session_id) is True
+    finally:
+        current_user.reset(token)
+
+    assert api.get(f"{API}sessions/{session_id}/").status_code == 404
 
 
 def test_an_admin_edit_of_sharing_reaches_permissions_at_once(client, other_api, user, other_user):

@@ -179,3 +179,20 @@ def test_agentos_debug_shows_agnos_own_lines_with_the_job_ids(http, start_worker
     agno = [line for line in worker.log.read_text().splitlines() if " DEBUG opie.agno " in line]
     assert job["status"] == "succeeded", job
     assert agno and all(line.endswith(ids) for line in agno)
+
+
+@pytest.mark.django_db
+def test_an_ingest_job_logs_with_its_job_and_document_ids_and_nothing_after(captured, user):
+    from apps.knowledge.services import document_upload, vault_for
+    from workers.tasks import run_ingest_task
+
+    document, _ = document_upload(user=user, kb=vault_for(user=user), name="notes.txt", data=b"\xff\xfe not utf-8")
+    _, buffer = captured("json", "workers.knowledge")
+
+    outcome = run_ingest_task(document.job_id)  # the task itself, as a worker calls it
+
+    started, ended = json_lines(buffer)
+    assert outcome == "failed" and ended["message"] == "ingest job failed"
+    for line in (started, ended):
+        assert (line["job_id"], line["document_id"]) == (document.job.public_id, document.public_id)
+    assert current_log_context() == {}

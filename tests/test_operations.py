@@ -53,3 +53,14 @@ def test_readyz_needs_a_worker_on_every_queue(live_server, start_worker, setting
     assert not before.json()["checks"]["workers"]["ok"]
     assert after.status_code == 200 and after.json()["ready"] is True
     assert httpx.get(f"{live_server.url}/healthz").json() == {"status": "ok", "database": True}
+
+
+def test_readyz_by_default_also_needs_the_knowledge_worker(live_server, start_worker):
+    start_worker(queues="agents,sync,webhooks")
+    before = httpx.get(f"{live_server.url}/readyz")
+    start_worker("knowledge", queues="knowledge", concurrency=1)
+    after = httpx.get(f"{live_server.url}/readyz")
+
+    assert before.status_code == 503
+    assert before.json()["checks"]["workers"]["detail"].endswith("no worker consumes knowledge")
+    assert after.status_code == 200 and after.json()["ready"] is True

@@ -73,14 +73,66 @@ def test_dry_run_reports_what_would_change_and_changes_nothing(user, agent):
 
 
 @pytest.mark.django_db
+def test_an_agent_whose_knowledge_is_not_current_is_recorded_stale_until_it_is(user, agent):
+    from apps.knowledge.ingest import document_failed
+    from apps.knowledge.models import Document
+    from apps.knowledge.services import document_upload, kb_attach, kb_create
+
+    kb = kb_create(user=user, name="Handbook")
+    kb_attach(user=user, kb=kb, agent=agent)
+    ready, _ = document_upload(user=user, kb=kb, name="a.txt", data=b"embedded")
+    Document.objects.filter(pk=ready.pk).update(status=Document.Status.READY, chunk_count=1)
+    waiting, _ = document_upload(user=user, kb=kb, name="b.txt", data=b"still queued")
+
+    output = run_sync("--inline")
+
+    agent.refresh_from_db()
+    assert agent.sync_status == "stale" and "stale 1" in output, "buildable, so not invalid"
+    assert agent.sync_error == (f"knowledge_stale: {kb.public_id}: "
+                                "1 document(s) not embedded yet (pending or processing)")
+
+    document_failed(document=waiting, error="the file is not UTF-8 text")
+    run_sync("--inline")
+    agent.refresh_from_db()
+    assert agent.sync_status == "stale" and "1 document(s) failed to ingest" in agent.sync_error
+
+    waiting.delete()
+    run_sync("--inline")
+    agent.refresh_from_db()
+    assert (agent.sync_status, agent.sync_error) == ("ok", "")
+
+
+@pytest.mark.django_db
+def test_an_unbuildable_agent_stays_invalid_whatever_its_knowledge(user):
+    from apps.knowledge.services import document_upload, kb_attach, kb_create
+
+    broken = make_agent(user, name="retired")
+    Agent.objects.filter(pk=broken.pk).update(tools=["vanished_tool"])
+    kb = kb_create(user=user, name="Handbook")
+    kb_attach(user=user, kb=kb, agent=broken)
+    document_upload(user=user, kb=kb, name="b.txt", data=b"still queued")
+
+    with pytest.raises(CommandError, match="invalid"):
+        run_sync("--inline")
+
+    broken.refresh_from_db()
+    assert broken.sync_status == "invalid" and broken.sync_error.startswith("unknown_tool")
+
+
+@pytest.mark.django_db
 def test_user_and_agent_filters_pick_the_agents(user, other_user):
-    mine, theirs = make_agent(user), make_agent(other_user)
+    mine, also_mine, theirs = make_agent(user), make_agent(user, name="Other"), make_agent(other_user)
 
     run_sync("--inline", "--user-id", str(other_user.pk))
-    run_sync("--inline", "--agent-id", mine.public_id)
 
     assert Agent.objects.get(pk=theirs.pk).sync_status == "ok"
+    assert Agent.objects.filter(pk__in=[mine.pk, also_mine.pk], synced_at__isnull=False).count() == 0, \
+        "an agent outside --user-id is not touched"
+
+    run_sync("--inline", "--agent-id", mine.public_id)
+
     assert Agent.objects.get(pk=mine.pk).sync_status == "ok"
+    assert Agent.objects.get(pk=also_mine.pk).synced_at is None, "nor one outside --agent-id"
     with pytest.raises(CommandError, match="agent_not_found"):
         run_sync("--inline", "--agent-id", "agent-000000000000")
 
@@ -117,6 +169,28 @@ def test_every_beat_entry_points_at_a_registered_task(settings):
     for name, entry in settings.CELERY_BEAT_SCHEDULE.items():
         assert entry["task"] in app.tasks, name
     assert "opie-agent-sync" in settings.CELERY_BEAT_SCHEDULE
+
+
+@pytest.mark.django_db(transaction=True)  # Celery's Django fixup closes the connection as beat starts
+def test_an_admin_edit_of_the_sync_interval_survives_a_beat_restart(settings):
+    from django.utils.module_loading import import_string
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from celery_app import app
+
+    scheduler = import_string(settings.CELERY_BEAT_SCHEDULER.replace(":", "."))
+    scheduler(app=app)  # beat's first start: the defaults from settings are created
+    task = PeriodicTask.objects.get(name="opie-agent-sync")
+    assert (task.interval.every, task.interval.period) == (3600, "seconds")
+    assert (task.queue, task.expire_seconds) == ("sync", 600)
+    task.interval = IntervalSchedule.objects.create(every=15, period=IntervalSchedule.MINUTES)
+    task.save()  # what the admin's Periodic tasks page does
+
+    scheduler(app=app)  # beat restarts
+
+    task = PeriodicTask.objects.get(name="opie-agent-sync")
+    assert (task.interval.every, task.interval.period) == (15, "minutes")
+    assert PeriodicTask.objects.filter(name="opie-sweep-jobs").count() == 1
 
 
 @pytest.mark.worker

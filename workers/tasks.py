@@ -40,9 +40,7 @@ def run_ingest_task(job_id: int) -> str:
     """Parse, chunk and embed one uploaded document (queue `knowledge`)."""
     from workers.knowledge import execute_ingest_job
 
-    outcome = execute_ingest_job(job_id)
-    logger.info("ingest job %s: %s", job_id, outcome)
-    return outcome
+    return execute_ingest_job(job_id)
 
 
 @app.task(ignore_result=False)

@@ -44,7 +44,7 @@ class AgentAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
         if change:
             # who the agent concerned before the edit (on the instance: the admin is shared by threads)
-            obj._cache_before = (agent_audience(Agent.objects.get(pk=obj.pk)), obj.version)
+            obj._cache_before = agent_audience(Agent.objects.get(pk=obj.pk))
             # an edit in the admin must invalidate warm pools like an API edit does
             obj.version = F("version") + 1
         super().save_model(request, obj, form, change)
@@ -52,8 +52,7 @@ class AgentAdmin(admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
         super().save_related(request, form, formsets, change)  # shared_with is saved here
-        before, version = getattr(form.instance, "_cache_before", None) or (None, None)
-        agent_cache_invalidate_on_commit(agent=form.instance, before=before, config_version=version)
+        agent_cache_invalidate_on_commit(agent=form.instance, before=getattr(form.instance, "_cache_before", None))
 
     def delete_model(self, request: HttpRequest, obj: Agent) -> None:
         self._invalidate_deleted(obj)
@@ -66,5 +65,5 @@ class AgentAdmin(admin.ModelAdmin):
 
     @staticmethod
     def _invalidate_deleted(agent: Agent) -> None:
-        agent_cache_invalidate_on_commit(agent=agent, config_version=agent.version,
+        agent_cache_invalidate_on_commit(agent=agent,
                                          session_ids=list(agent.sessions.values_list("public_id", flat=True)))

@@ -13,7 +13,7 @@ from apps.agents.broadcast import pool_invalidate_on_commit
 from apps.agents.models import Agent
 from apps.agents.providers import validate_model_spec
 from apps.agents.tools import validate_tool_names
-from apps.cache import PERMS_PUBLIC, agent_config_key, agent_key, invalidate_on_commit, perms_key, session_key
+from apps.cache import PERMS_PUBLIC, agent_key, invalidate_on_commit, perms_key, session_key
 from apps.common import DomainError
 
 _EDITABLE = {"name", "description", "instructions", "model_provider", "model_id", "model_options",
@@ -55,7 +55,7 @@ def agent_audience(agent: Agent) -> Audience:
 
 
 def agent_cache_invalidate_on_commit(*, agent: Agent, before: Audience | None = None,
-                                     config_version: int | None = None, session_ids: Iterable[str] = ()) -> None:
+                                     session_ids: Iterable[str] = ()) -> None:
     """Drop the agent's snapshot and the permission entries of everyone it
     concerned `before` the write or concerns after it, once the write commits."""
     users, public = agent_audience(agent)
@@ -64,8 +64,6 @@ def agent_cache_invalidate_on_commit(*, agent: Agent, before: Audience | None = 
     keys = [agent_key(agent.public_id), *(perms_key(user_id) for user_id in users)]
     if public:
         keys.append(PERMS_PUBLIC)
-    if config_version is not None:
-        keys.append(agent_config_key(agent.pk, config_version))
     keys.extend(session_key(session_id) for session_id in session_ids)
     invalidate_on_commit(keys)
 
@@ -98,7 +96,7 @@ def agent_update(*, agent: Agent, shared_with: list[str] | None = None, **change
     if "name" in changes:
         changes["name"] = str(changes["name"]).strip()
     _validate(changes)
-    before, old_version = agent_audience(agent), agent.version
+    before = agent_audience(agent)
     for name, value in changes.items():
         setattr(agent, name, value)
     _set_shared_with(agent, shared_with)
@@ -106,7 +104,7 @@ def agent_update(*, agent: Agent, shared_with: list[str] | None = None, **change
     agent.save()
     agent.refresh_from_db()
     pool_invalidate_on_commit(agent_pk=agent.pk)
-    agent_cache_invalidate_on_commit(agent=agent, before=before, config_version=old_version)
+    agent_cache_invalidate_on_commit(agent=agent, before=before)
     return agent
 
 
@@ -114,6 +112,5 @@ def agent_update(*, agent: Agent, shared_with: list[str] | None = None, **change
 def agent_delete(*, agent: Agent) -> None:
     pool_invalidate_on_commit(agent_pk=agent.pk)
     # its sessions go with it (cascade): their summaries must not outlive them
-    agent_cache_invalidate_on_commit(agent=agent, config_version=agent.version,
-                                     session_ids=list(agent.sessions.values_list("public_id", flat=True)))
+    agent_cache_invalidate_on_commit(agent=agent, session_ids=list(agent.sessions.values_list("public_id", flat=True)))
     agent.delete()

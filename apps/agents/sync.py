@@ -1,12 +1,14 @@
 """Agent sync: reconcile the Django agent definitions with what runs.
 
 For each agent: validate its model spec and tools, check that its provider is
-reachable, build its agno configuration for real, and compare the hash of its
-effective configuration (the definition plus the deployment settings that
-shape it) with the one recorded at the last sync. The agent ends `ok`,
-`invalid` (with the reason) or, in a dry run, `stale` when its configuration
-changed since the last sync. A changed configuration bumps the version, so
-warm pools drop the stale agent.
+reachable, build its agno configuration for real, check that its knowledge
+is current (apps.knowledge.selectors.agent_knowledge_problems), and compare
+the hash of its effective configuration (the definition plus the deployment
+settings that shape it) with the one recorded at the last sync. The agent
+ends `invalid` when it cannot be built (with the reason), `stale` when it can
+but its knowledge is not current (with the reason; also, in a dry run only,
+when its configuration changed since the last sync), else `ok`. A changed
+configuration bumps the version, so warm pools drop the stale agent.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from apps.agents.broadcast import pool_invalidate_on_commit
 from apps.agents.models import Agent
 from apps.agents.providers import validate_model_spec
 from apps.agents.tools import validate_tool_names
-from apps.cache import agent_config_key, agent_key, invalidate_on_commit
+from apps.cache import agent_key, invalidate_on_commit
 from apps.common import DomainError
 
 logger = logging.getLogger(__name__)
@@ -101,25 +103,34 @@ def _check(agent: Agent) -> str:
     return ""
 
 
+def _knowledge_check(agent: Agent) -> str:
+    """Why the agent's knowledge is not current, or '' when it is."""
+    from apps.knowledge.selectors import agent_knowledge_problems
+
+    problems = agent_knowledge_problems(agent=agent)
+    return f"knowledge_stale: {'; '.join(problems)}" if problems else ""
+
+
 def agent_sync_one(*, agent: Agent, dry_run: bool = False) -> SyncResult:
     config_hash = effective_config_hash(agent)
     changed = bool(agent.config_hash) and agent.config_hash != config_hash
     error = _check(agent)
-    status = "invalid" if error else ("stale" if dry_run and changed else "ok")
+    stale = "" if error else _knowledge_check(agent)
+    recorded = "invalid" if error else ("stale" if stale else "ok")
+    status = "stale" if dry_run and changed and recorded == "ok" else recorded
     result = SyncResult(agent_id=agent.public_id, name=agent.name, status=status,
-                        previous_status=agent.sync_status, changed=changed, version=agent.version, error=error)
+                        previous_status=agent.sync_status, changed=changed, version=agent.version,
+                        error=error or stale)
     if dry_run:
         return result
     with transaction.atomic():
-        updates: dict[str, Any] = {"sync_status": "invalid" if error else "ok", "sync_error": error,
+        updates: dict[str, Any] = {"sync_status": recorded, "sync_error": error or stale,
                                    "synced_at": timezone.now(), "config_hash": config_hash}
         if changed:
             updates["version"] = F("version") + 1
             pool_invalidate_on_commit(agent_pk=agent.pk)
         Agent.objects.filter(pk=agent.pk).update(**updates)
-        # the snapshot shows the version; a bumped version leaves the old configuration unused
-        invalidate_on_commit([agent_key(agent.public_id),
-                              *([agent_config_key(agent.pk, agent.version)] if changed else [])])
+        invalidate_on_commit([agent_key(agent.public_id)])  # the snapshot shows the version and status
     result.version = Agent.objects.values_list("version", flat=True).get(pk=agent.pk)
     return result
 

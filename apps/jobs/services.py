@@ -165,5 +165,6 @@ def message_record(*, user: AbstractBaseUser, agent: Agent, session: ChatSession
         job.save(update_fields=["result"])
     ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
     ChatSession.objects.filter(pk=session.pk, title="").update(title=message.strip()[:80])
+    session_changed(session_id=session.public_id)
     ended(job_id=job.pk)
     return job

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from pgvector.django import CosineDistance
 
 from apps.common import NotFound
@@ -67,3 +67,29 @@ def agent_knowledge_ids(*, agent: Any) -> list[int]:
     if not attached:
         return []
     return list(kb_list_visible(user=agent.owner).filter(pk__in=attached).values_list("pk", flat=True))
+
+
+def agent_knowledge_problems(*, agent: Any) -> list[str]:
+    """Why the agent's knowledge is not current, for the agent sync; [] when it is.
+
+    Current means: every knowledge base attached to the agent is still readable
+    by its owner (else runs silently skip it), and every document in them is
+    `ready`, i.e. embedded by the configured model into the chunks a run
+    searches. A document still `pending` or `processing` is not searchable yet;
+    a `failed` one never will be until it is uploaded again. (Which model
+    embedded a chunk is not recorded: after changing AGENTOS_EMBEDDING_MODEL,
+    upload the documents again.)"""
+    readable = set(agent_knowledge_ids(agent=agent))
+    problems = []
+    for kb in agent.knowledge_bases.order_by("id"):
+        if kb.pk not in readable:
+            problems.append(f"{kb.public_id} is attached but its owner no longer shares it with the agent's owner")
+            continue
+        counts = dict(kb.documents.exclude(status=Document.Status.READY).values_list("status")
+                      .annotate(n=Count("id")).order_by())
+        waiting = counts.get(Document.Status.PENDING, 0) + counts.get(Document.Status.PROCESSING, 0)
+        if waiting:
+            problems.append(f"{kb.public_id}: {waiting} document(s) not embedded yet (pending or processing)")
+        if counts.get(Document.Status.FAILED):
+            problems.append(f"{kb.public_id}: {counts[Document.Status.FAILED]} document(s) failed to ingest")
+    return problems

@@ -51,8 +51,9 @@ AGENTOS_MODEL_TIMEOUT = env_float("AGENTOS_MODEL_TIMEOUT", 120.0)
 # at least the runs one worker holds in flight.
 AGENTOS_PROVIDER_MAX_CONNECTIONS = env_int("AGENTOS_PROVIDER_MAX_CONNECTIONS", 200)
 
-# Queues /readyz requires a live worker on (make run has no knowledge worker yet).
-AGENTOS_READY_QUEUES = env_list("AGENTOS_READY_QUEUES", ["agents", "sync", "webhooks"])
+# Queues /readyz requires a live worker on: all four, as the Procfile and Compose run a
+# worker for each (uploads would wait forever with no `knowledge` worker).
+AGENTOS_READY_QUEUES = env_list("AGENTOS_READY_QUEUES", ["agents", "sync", "knowledge", "webhooks"])
 
 # Provider credentials come from the environment, never from the database.
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")

@@ -60,15 +60,15 @@ FLOWER_BASIC_AUTH = env_str("FLOWER_BASIC_AUTH")
 FLOWER_ADDRESS = env_str("FLOWER_ADDRESS", "127.0.0.1")
 FLOWER_PORT = env_int("FLOWER_PORT", 5555)
 
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "workers.beat:OpieDatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "opie-sweep-jobs": {
         "task": "workers.tasks.sweep_jobs_task",
         "schedule": float(env_int("AGENTOS_SWEEP_INTERVAL", 30)),
         "options": {"queue": "sync", "expires": 25},
     },
-    # the default schedule; django-celery-beat copies it into the database, where the
-    # Django admin can change it (Periodic tasks)
+    # the default schedule; beat (workers/beat.py) creates it in the database when it is
+    # missing and never overwrites it, so a change in the Django admin (Periodic tasks) stays
     "opie-agent-sync": {
         "task": "workers.tasks.periodic_sync_task",
         "schedule": float(env_int("AGENTOS_SYNC_INTERVAL", 3600)),

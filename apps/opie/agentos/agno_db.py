@@ -9,7 +9,10 @@ history, and AgentOS runs show up in `/api/v1/agentos/sessions/`.
 
 Every read and write is scoped to the user the request authenticated as
 (`current_user`, set by the server's auth middleware), never to the `user_id`
-a client passes: another user's session does not exist here either.
+a client passes: another user's session does not exist here either. Every
+write drops the session's cached summary once it commits (`session_changed`),
+as the REST API's own writes do, so the API never shows an old title or a
+deleted session.
 
 agno features Opie does not keep (memories, evals, traces, knowledge contents,
 learnings) answer empty.
@@ -21,6 +24,7 @@ import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import transaction
 
 from agno.db.base import AsyncBaseDb, SessionType
 
@@ -169,25 +173,40 @@ class DjangoSessionDb(AsyncBaseDb):
         keeps its owner and agent (only the name can change)."""
         from apps.agents.selectors import agent_get_visible
         from apps.chat.models import ChatSession
-        from apps.chat.services import session_create
+        from apps.chat.services import session_changed, session_create
 
         user = self._user()
         name = ((session.session_data or {}).get("session_name") or "")[:200]
         existing = ChatSession.objects.filter(public_id=session.session_id).first()
         if existing is not None:
             if existing.owner_id == user.pk and name and name != existing.title:
-                ChatSession.objects.filter(pk=existing.pk).update(title=name)
+                with transaction.atomic():
+                    ChatSession.objects.filter(pk=existing.pk).update(title=name)
+                    session_changed(session_id=existing.public_id)
             return
         agent = agent_get_visible(user=user, agent_id=session.agent_id)
         session_create(user=user, agent=agent, title=name, session_id=session.session_id)
 
     def _rename(self, session_id: str, name: str) -> bool:
         from apps.chat.models import ChatSession
+        from apps.chat.services import session_changed
 
-        return ChatSession.objects.filter(owner=self._user(), public_id=session_id).update(title=name[:200]) > 0
+        with transaction.atomic():
+            renamed = ChatSession.objects.filter(owner=self._user(), public_id=session_id).update(title=name[:200])
+            session_changed(session_id=session_id)
+        return renamed > 0
 
     def _delete(self, session_ids: list[str]) -> int:
-        return self._owned().filter(public_id__in=session_ids).delete()[0]
+        """The number of sessions deleted (their messages and jobs go with them)."""
+        from apps.chat.services import session_changed
+
+        with transaction.atomic():
+            sessions = self._owned().filter(public_id__in=session_ids)
+            deleted = list(sessions.values_list("public_id", flat=True))
+            sessions.delete()
+            for public_id in deleted:
+                session_changed(session_id=public_id)
+        return len(deleted)
 
     def _record_run(self, run: Any, session_id: str) -> None:
         """Only finished runs are recorded; agno saves a run again as it goes."""

@@ -18,7 +18,6 @@ from django.contrib.auth.models import AbstractBaseUser
 from apps.agents.models import Agent as DjangoAgent
 from apps.agents.providers import build_model
 from apps.agents.tools import tool_functions
-from apps.cache import agent_config_key, read
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +66,6 @@ class AgentOSConfig:
                 "instructions": django_agent.instructions, "provider": django_agent.model_provider,
                 "model": django_agent.model_id, "options": django_agent.model_options, "tools": django_agent.tools,
                 "settings": settings_part}
-
-    def cached_config(self, django_agent: DjangoAgent) -> dict[str, Any]:
-        """`config_dict`, read through the cache under `agentos_agentconfig_<pk>_<version>`.
-        A version names one definition (every edit bumps it, and so does a sync that
-        finds the settings changed), so an edit needs no invalidation: it reads a new
-        key. Deletes and bumps drop the old key; otherwise it expires with the TTL.
-        Warm pools do not use it: they keep the built parts per (pk, version) in
-        process, and the agent row comes with the job they claim."""
-        config: dict[str, Any] = read(agent_config_key(django_agent.pk, django_agent.version),
-                                      lambda: self.config_dict(django_agent))
-        return config
 
     def build_parts(self, django_agent: DjangoAgent, *, pooled: bool = True) -> AgentParts:
         """`pooled=False` for async runs (the AgentOS server): agno makes the model's async client."""
