@@ -199,3 +199,18 @@ def test_vault_agents_follow_the_setting(api, settings, user):
     settings.AGENTOS_INCLUDE_VAULT_AGENTS = False
     assert "My vault" not in [a["name"] for a in api.get("/api/v1/agentos/agents/").json()["agents"]]
     assert api.get(f"/api/v1/agentos/agents/{vault[0]['id']}/").status_code == 404
+
+
+def test_the_vault_cannot_be_deleted_and_its_agent_keeps_it(api, settings, user):
+    settings.AGENTOS_INCLUDE_VAULT_AGENTS = True
+    [vault_agent] = [a for a in api.get("/api/v1/agentos/agents/").json()["agents"] if a["name"] == "My vault"]
+    vault = api.get("/api/v1/agentos/knowledge/vault/").json()
+
+    by_id = api.delete(f"/api/v1/agentos/knowledge/{vault['id']}/")
+    by_alias = api.delete("/api/v1/agentos/knowledge/vault/")
+
+    for refused in (by_id, by_alias):
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "vault_not_deletable" and refused.json()["error"]["message"]
+    after = api.get("/api/v1/agentos/knowledge/vault/").json()
+    assert after["id"] == vault["id"] and after["agent_ids"] == [vault_agent["id"]]

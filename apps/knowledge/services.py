@@ -62,6 +62,11 @@ def kb_update(*, kb: KnowledgeBase, **changes: Any) -> KnowledgeBase:
 
 
 def kb_delete(*, kb: KnowledgeBase) -> None:
+    """The vault is refused: deleting it would leave the vault agent with no knowledge
+    base (the next upload makes a new, empty vault it is not attached to)."""
+    if kb.is_vault:
+        raise DomainError("vault_not_deletable", "Your vault cannot be deleted; delete its documents instead.",
+                          status=409)
     with transaction.atomic():
         _bump_agents(kb)
         kb.delete()  # documents and chunks cascade
