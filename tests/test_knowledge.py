@@ -2,13 +2,17 @@
 ingested by a real worker on the `knowledge` queue."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Iterator
 
 import httpx
 import pytest
+from django.db import connection, connections, transaction
 
-from apps.knowledge.models import Chunk, Document
+from apps.jobs.models import Job
+from apps.knowledge.models import Chunk, Document, KnowledgeBase
+from apps.knowledge.services import document_upload, kb_create
 from tests.conftest import WorkerProcess, wait_for_job, worker_env
 from tests.factories import make_agent, make_token
 from tests.files import every_type
@@ -214,3 +218,57 @@ def test_the_vault_cannot_be_deleted_and_its_agent_keeps_it(api, settings, user)
         assert refused.json()["error"]["code"] == "vault_not_deletable" and refused.json()["error"]["message"]
     after = api.get("/api/v1/agentos/knowledge/vault/").json()
     assert after["id"] == vault["id"] and after["agent_ids"] == [vault_agent["id"]]
+
+
+def _wait_for_a_lock_wait(timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND datname = current_database()")
+            if cursor.fetchone()[0]:
+                return
+            assert time.monotonic() < deadline, "the second upload never waited on the first"
+            time.sleep(0.02)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_identical_uploads_at_the_same_moment_make_one_document(user):
+    """Both uploads see no copy; the first holds its insert open until the second is
+    blocked on the unique index, so the second one's insert fails for certain."""
+    kb = kb_create(user=user, name="Race")
+    inserted, release = threading.Event(), threading.Event()
+    results: dict[str, Any] = {}
+
+    def first() -> None:
+        try:
+            with transaction.atomic():  # an upload whose commit is a little late
+                results["first"] = document_upload(user=user, kb=kb, name="a.txt", data=PARIS.encode())
+                inserted.set()
+                release.wait(10)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            results["first"] = exc
+        finally:
+            connections.close_all()
+
+    def second() -> None:
+        try:
+            results["second"] = document_upload(user=user, kb=KnowledgeBase.objects.get(pk=kb.pk), name="b.txt",
+                                                data=PARIS.encode())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            results["second"] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert inserted.wait(10)
+    threads[1].start()
+    _wait_for_a_lock_wait()
+    release.set()
+    for thread in threads:
+        thread.join(15)
+
+    (document, created), (again, created_again) = results["first"], results["second"]
+    assert created and not created_again and again.pk == document.pk
+    assert Document.objects.count() == 1 and Job.objects.filter(kind="ingest").count() == 1
