@@ -1,21 +1,47 @@
 """A small OpenAI-compatible HTTP server on 127.0.0.1, standing in for an LLM
-provider so the real `openai` provider code path runs offline."""
+provider so the real `openai` provider code path runs offline. It also serves
+/v1/embeddings with deterministic bag-of-words vectors (texts sharing words are
+near each other), so the `openai` embedder's real HTTP path runs too."""
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+def fake_embedding(text: str, dimensions: int) -> list[float]:
+    """Each lower-cased word adds 1 to a dimension chosen by its sha256; unit length."""
+    vector = [0.0] * dimensions
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        vector[int(hashlib.sha256(word.encode()).hexdigest(), 16) % dimensions] += 1.0
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
+def _embeddings_reply(body: dict[str, Any], size: int | None) -> dict[str, Any]:
+    texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+    size = size or body.get("dimensions") or 1536  # like text-embedding-3-small when not asked to shorten
+    return {"object": "list", "model": body["model"],
+            "data": [{"object": "embedding", "index": i, "embedding": fake_embedding(t, size)}
+                     for i, t in enumerate(texts)],
+            "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}}
+
+
 class FakeOpenAI:
     """`script` makes it misbehave on purpose, one entry per request (the last one
     repeats): "ok", "500", "429" (with Retry-After: 1), "malformed" (200 with a
-    body that is not JSON), "timeout" (answers after `slow_seconds`)."""
+    body that is not JSON), "timeout" (answers after `slow_seconds`).
+    `embedding_dimensions` makes /embeddings ignore the requested size (a model that cannot shorten)."""
 
-    def __init__(self, script: list[str] | None = None, slow_seconds: float = 5.0) -> None:
+    def __init__(self, script: list[str] | None = None, slow_seconds: float = 5.0,
+                 embedding_dimensions: int | None = None) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.embedding_dimensions = embedding_dimensions
         self.script = list(script or ["ok"])
         self.slow_seconds = slow_seconds
         server = self
@@ -28,6 +54,9 @@ class FakeOpenAI:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
                                         "body": body, "at": time.monotonic()})
+                if self.path.endswith("/embeddings"):  # the script applies to chat completions only
+                    self._answer(_embeddings_reply(body, server.embedding_dimensions))
+                    return
                 mode = server.script.pop(0) if len(server.script) > 1 else server.script[0]
                 if mode in ("500", "429", "malformed"):
                     data = b"not json {" if mode == "malformed" else b'{"error": {"message": "provider trouble"}}'
@@ -50,6 +79,9 @@ class FakeOpenAI:
                                              "content": f"fake-llm heard {last!r} in {len(body['messages'])} messages"}}],
                     "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
                 }
+                self._answer(reply)
+
+            def _answer(self, reply: dict[str, Any]) -> None:
                 data = json.dumps(reply).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

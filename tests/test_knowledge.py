@@ -2,16 +2,22 @@
 ingested by a real worker on the `knowledge` queue."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Iterator
 
 import httpx
 import pytest
+from django.db import connection, connections, transaction
+from standardwebhooks.webhooks import Webhook
 
-from apps.knowledge.models import Chunk, Document
+from apps.jobs.models import Job
+from apps.knowledge.models import Chunk, Document, KnowledgeBase
+from apps.knowledge.services import document_upload, kb_create
 from tests.conftest import WorkerProcess, wait_for_job, worker_env
 from tests.factories import make_agent, make_token
 from tests.files import every_type
+from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.worker
 
@@ -34,6 +40,15 @@ def wait_document(client: httpx.Client, kb_id: str, document_id: str, timeout: f
         time.sleep(0.2)
 
 
+def ask(client: httpx.Client, agent_id: str, message: str, session_id: str | None = None) -> dict[str, Any]:
+    """Send a message, wait for its run; the finished job (its result has the sources)."""
+    sent = client.post("send-message/", json={"agent_id": agent_id, "message": message, "session_id": session_id})
+    assert sent.status_code == 202, sent.text
+    job = wait_for_job(client, sent.json()["job_id"], timeout=90)
+    assert job["status"] == "succeeded", job
+    return {**job, "session_id": sent.json()["session_id"]}
+
+
 def make_kb(client: httpx.Client, name: str = "Notes", **fields: Any) -> str:
     response = client.post("knowledge/", json={"name": name, **fields})
     assert response.status_code == 201, response.text
@@ -43,7 +58,8 @@ def make_kb(client: httpx.Client, name: str = "Notes", **fields: Any) -> str:
 @pytest.fixture(scope="module")
 def _module_worker(django_db_setup: Any, tmp_path_factory: Any) -> Iterator[WorkerProcess]:
     """One worker for the module: it loads the embedding model once, like in production."""
-    worker = WorkerProcess("knowledge", "knowledge,agents", 8, worker_env(),
+    worker = WorkerProcess("knowledge", "knowledge,agents,webhooks", 8,
+                           worker_env(AGENTOS_WEBHOOK_ALLOW_PRIVATE="1", AGENTOS_WEBHOOK_RETRY_SCHEDULE="0,0.5,0.5"),
                            tmp_path_factory.mktemp("knowledge") / "worker.log")
     try:
         worker.wait_ready()
@@ -199,3 +215,165 @@ def test_vault_agents_follow_the_setting(api, settings, user):
     settings.AGENTOS_INCLUDE_VAULT_AGENTS = False
     assert "My vault" not in [a["name"] for a in api.get("/api/v1/agentos/agents/").json()["agents"]]
     assert api.get(f"/api/v1/agentos/agents/{vault[0]['id']}/").status_code == 404
+
+
+def test_the_vault_cannot_be_deleted_and_its_agent_keeps_it(api, settings, user):
+    settings.AGENTOS_INCLUDE_VAULT_AGENTS = True
+    [vault_agent] = [a for a in api.get("/api/v1/agentos/agents/").json()["agents"] if a["name"] == "My vault"]
+    vault = api.get("/api/v1/agentos/knowledge/vault/").json()
+
+    by_id = api.delete(f"/api/v1/agentos/knowledge/{vault['id']}/")
+    by_alias = api.delete("/api/v1/agentos/knowledge/vault/")
+
+    for refused in (by_id, by_alias):
+        assert refused.status_code == 409
+        assert refused.json()["error"]["code"] == "vault_not_deletable" and refused.json()["error"]["message"]
+    after = api.get("/api/v1/agentos/knowledge/vault/").json()
+    assert after["id"] == vault["id"] and after["agent_ids"] == [vault_agent["id"]]
+
+
+def _wait_for_a_lock_wait(timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND datname = current_database()")
+            if cursor.fetchone()[0]:
+                return
+            assert time.monotonic() < deadline, "the second upload never waited on the first"
+            time.sleep(0.02)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_identical_uploads_at_the_same_moment_make_one_document(user):
+    """Both uploads see no copy; the first holds its insert open until the second is
+    blocked on the unique index, so the second one's insert fails for certain."""
+    kb = kb_create(user=user, name="Race")
+    inserted, release = threading.Event(), threading.Event()
+    results: dict[str, Any] = {}
+
+    def first() -> None:
+        try:
+            with transaction.atomic():  # an upload whose commit is a little late
+                results["first"] = document_upload(user=user, kb=kb, name="a.txt", data=PARIS.encode())
+                inserted.set()
+                release.wait(10)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            results["first"] = exc
+        finally:
+            connections.close_all()
+
+    def second() -> None:
+        try:
+            results["second"] = document_upload(user=user, kb=KnowledgeBase.objects.get(pk=kb.pk), name="b.txt",
+                                                data=PARIS.encode())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            results["second"] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    threads[0].start()
+    assert inserted.wait(10)
+    threads[1].start()
+    _wait_for_a_lock_wait()
+    release.set()
+    for thread in threads:
+        thread.join(15)
+
+    (document, created), (again, created_again) = results["first"], results["second"]
+    assert created and not created_again and again.pk == document.pk
+    assert Document.objects.count() == 1 and Job.objects.filter(kind="ingest").count() == 1
+
+
+def test_the_owner_lists_documents_and_deleting_the_knowledge_base_drops_its_chunks(http, knowledge_worker):
+    kb = make_kb(http)
+    other = make_kb(http, "Kept")
+    ids = [upload(http, kb, name, text.encode()).json()["id"] for name, text in (("paris.txt", PARIS),
+                                                                               ("plants.txt", PLANTS))]
+    kept = upload(http, other, "clusters.txt", CLUSTERS.encode()).json()["id"]
+    for document_id in ids:
+        wait_document(http, kb, document_id)
+    wait_document(http, other, kept)
+
+    listed = http.get(f"knowledge/{kb}/documents/").json()["documents"]
+
+    assert sorted(d["id"] for d in listed) == sorted(ids)
+    assert {d["name"]: (d["status"], d["chunk_count"]) for d in listed} == {"paris.txt": ("ready", 1),
+                                                                           "plants.txt": ("ready", 1)}
+    assert http.delete(f"knowledge/{kb}/").status_code == 204
+    assert http.get(f"knowledge/{kb}/").status_code == 404
+    assert not Chunk.objects.filter(document__public_id__in=ids).exists() and not Document.objects.filter(
+        public_id__in=ids).exists()
+    assert list(Chunk.objects.values_list("document__public_id", flat=True)) == [kept]
+
+
+def test_an_ingest_job_delivers_one_signed_webhook(http, knowledge_worker):
+    kb = make_kb(http)
+    with Receiver([200]) as receiver:
+        accepted = http.post(f"knowledge/{kb}/documents/", files={"file": ("paris.txt", PARIS.encode())},
+                             data={"callback_url": receiver.url + "/ingested"}).json()
+        job = wait_for_job(http, accepted["job_id"], timeout=90)
+        deadline = time.monotonic() + 15
+        while not receiver.requests:
+            assert time.monotonic() < deadline, "no webhook arrived"
+            time.sleep(0.05)
+        time.sleep(0.5)
+
+    [request] = receiver.requests
+    event = Webhook(http.get("webhook-secret/").json()["secret"]).verify(request["body"], request["headers"])
+    assert request["path"] == "/ingested" and event["type"] == "job.succeeded"
+    assert event["data"]["job_id"] == job["job_id"] and event["data"]["kind"] == "ingest"
+    assert event["data"]["result"] == {"document_id": accepted["id"], "chunk_count": 1, "status": "ready"}
+
+
+def test_detaching_a_knowledge_base_cuts_off_retrieval_for_the_next_run(http, user, knowledge_worker):
+    kb = make_kb(http)
+    wait_document(http, kb, upload(http, kb, "paris.txt", PARIS.encode()).json()["id"])
+    agent = make_agent(user)
+    http.post(f"knowledge/{kb}/agents/", json={"agent_id": agent.public_id})
+    first = ask(http, agent.public_id, "Where is the Eiffel Tower?")
+    assert first["result"]["sources"][0]["document_name"] == "paris.txt"
+
+    assert http.delete(f"knowledge/{kb}/agents/{agent.public_id}/").status_code == 204
+    second = ask(http, agent.public_id, "Where is the Eiffel Tower?", session_id=first["session_id"])
+
+    assert second["result"]["sources"] == [] and PARIS not in second["result"]["content"]
+
+
+def test_unsharing_a_knowledge_base_cuts_off_retrieval_for_the_next_run(http, live_server, other_user,
+                                                                          knowledge_worker):
+    kb = make_kb(http, visibility="shared", shared_with=["mallory"])
+    wait_document(http, kb, upload(http, kb, "paris.txt", PARIS.encode()).json()["id"])
+    mallory = httpx.Client(base_url=f"{live_server.url}/api/v1/agentos/",
+                           headers={"Authorization": f"Bearer {make_token(other_user)}"}, timeout=30)
+    her_agent = make_agent(other_user)
+    assert mallory.post(f"knowledge/{kb}/agents/", json={"agent_id": her_agent.public_id}).status_code == 200
+    first = ask(mallory, her_agent.public_id, "Where is the Eiffel Tower?")
+    assert first["result"]["sources"][0]["document_name"] == "paris.txt"
+
+    assert http.patch(f"knowledge/{kb}/", json={"visibility": "private", "shared_with": []}).status_code == 200
+    second = ask(mallory, her_agent.public_id, "Where is the Eiffel Tower?", session_id=first["session_id"])
+
+    assert second["result"]["sources"] == [] and PARIS not in second["result"]["content"]
+
+
+def test_a_shared_agent_never_cites_its_owners_other_private_knowledge(http, live_server, user, other_user,
+                                                                        knowledge_worker):
+    attached = make_kb(http, "Plants")
+    private = make_kb(http, "Private travel notes")
+    wait_document(http, attached, upload(http, attached, "plants.txt", PLANTS.encode()).json()["id"])
+    wait_document(http, private, upload(http, private, "paris.txt", PARIS.encode()).json()["id"])
+    wait_document(http, "vault", upload(http, "vault", "vault-paris.txt", (PARIS + " Alice's own copy.").encode())
+                  .json()["id"])
+    public_agent = make_agent(user, visibility="public")
+    http.post(f"knowledge/{attached}/agents/", json={"agent_id": public_agent.public_id})
+    mallory = httpx.Client(base_url=f"{live_server.url}/api/v1/agentos/",
+                           headers={"Authorization": f"Bearer {make_token(other_user)}"}, timeout=30)
+
+    reply = ask(mallory, public_agent.public_id, "Where is the Eiffel Tower in Paris?")
+
+    sources = reply["result"]["sources"]
+    assert sources and {s["knowledge_base_id"] for s in sources} == {attached}
+    assert {s["document_name"] for s in sources} == {"plants.txt"}
+    assert "Champ de Mars" not in reply["result"]["content"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet
 from pgvector.django import CosineDistance
 
@@ -45,6 +46,10 @@ def document_get(*, kb: KnowledgeBase, document_id: str) -> Document:
     return document
 
 
+def _ef_search(limit: int) -> int:
+    return min(1000, max(100, limit * 10))  # pgvector caps hnsw.ef_search at 1000
+
+
 def chunks_search(*, kb_ids: list[int], query: str, limit: int = 5) -> list[dict[str, Any]]:
     """The `limit` chunks nearest to `query` (cosine, through the HNSW index)."""
     from apps.knowledge.embeddings import embed
@@ -52,9 +57,16 @@ def chunks_search(*, kb_ids: list[int], query: str, limit: int = 5) -> list[dict
     if not kb_ids or not query.strip():
         return []
     vector = embed([query])[0]
-    rows = (Chunk.objects.filter(knowledge_base_id__in=kb_ids, document__status=Document.Status.READY)
-            .annotate(distance=CosineDistance("embedding", vector))
-            .select_related("document", "knowledge_base").order_by("distance")[:limit])
+    with transaction.atomic(), connection.cursor() as cursor:
+        # An HNSW scan yields at most ef_search candidates (default 40) and only then
+        # applies the WHERE (these knowledge bases, ready documents): with the default,
+        # a filtered search, or any limit above 40, returns fewer than `limit` rows.
+        # pgvector 0.6 has no iterative scans, so widen the candidate list for this
+        # query only (set_config(..., true) is SET LOCAL: it ends with the transaction).
+        cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(_ef_search(limit))])
+        rows = list(Chunk.objects.filter(knowledge_base_id__in=kb_ids, document__status=Document.Status.READY)
+                    .annotate(distance=CosineDistance("embedding", vector))
+                    .select_related("document", "knowledge_base").order_by("distance")[:limit])
     return [{"chunk_id": c.pk, "content": c.content, "score": round(1 - float(c.distance), 4), "index": c.index,
              "document_id": c.document.public_id, "document_name": c.document.name,
              "knowledge_base_id": c.knowledge_base.public_id} for c in rows]

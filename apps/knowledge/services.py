@@ -62,6 +62,11 @@ def kb_update(*, kb: KnowledgeBase, **changes: Any) -> KnowledgeBase:
 
 
 def kb_delete(*, kb: KnowledgeBase) -> None:
+    """The vault is refused: deleting it would leave the vault agent with no knowledge
+    base (the next upload makes a new, empty vault it is not attached to)."""
+    if kb.is_vault:
+        raise DomainError("vault_not_deletable", "Your vault cannot be deleted; delete its documents instead.",
+                          status=409)
     with transaction.atomic():
         _bump_agents(kb)
         kb.delete()  # documents and chunks cascade
@@ -100,20 +105,29 @@ def document_upload(*, user: AbstractBaseUser, kb: KnowledgeBase, name: str, dat
     if callback_url:
         callback_url_validate(url=callback_url)
     checksum = hashlib.sha256(data).hexdigest()
-    with transaction.atomic():
+    existing = kb.documents.filter(checksum=checksum).defer("data").first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            now = timezone.now()
+            document = Document.objects.create(knowledge_base=kb, owner=user, name=name,
+                                               content_type=content_type[:100], size=len(data), checksum=checksum,
+                                               data=data)
+            job = Job.objects.create(owner=user, kind=Job.Kind.INGEST, callback_url=callback_url,
+                                     input={"document_id": document.public_id, "knowledge_base_id": kb.public_id},
+                                     deadline_at=now + timedelta(seconds=settings.AGENTOS_JOB_TIMEOUT))
+            Document.objects.filter(pk=document.pk).update(job=job)
+            document.job = job
+            job_status_changed(job=job)
+            job_dispatch_on_commit(job=job)
+    except IntegrityError:
+        # the same bytes uploaded at the same moment: both saw no copy, the other insert
+        # committed first (one_copy_per_kb); answer as the duplicate path does
         existing = kb.documents.filter(checksum=checksum).defer("data").first()
-        if existing is not None:
-            return existing, False
-        now = timezone.now()
-        document = Document.objects.create(knowledge_base=kb, owner=user, name=name, content_type=content_type[:100],
-                                           size=len(data), checksum=checksum, data=data)
-        job = Job.objects.create(owner=user, kind=Job.Kind.INGEST, callback_url=callback_url,
-                                 input={"document_id": document.public_id, "knowledge_base_id": kb.public_id},
-                                 deadline_at=now + timedelta(seconds=settings.AGENTOS_JOB_TIMEOUT))
-        Document.objects.filter(pk=document.pk).update(job=job)
-        document.job = job
-        job_status_changed(job=job)
-        job_dispatch_on_commit(job=job)
+        if existing is None:
+            raise
+        return existing, False
     return document, True
 
 

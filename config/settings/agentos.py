@@ -66,8 +66,11 @@ OPENAI_LIKE_API_KEY = env_str("OPENAI_LIKE_API_KEY", "not-provided")
 # agno phones home unless told not to; nothing of ours does.
 os.environ.setdefault("AGNO_TELEMETRY", "false")
 
-# Knowledge bases: a sentence-transformers model folder (default: the packaged
-# all-MiniLM-L6-v2), the largest upload, and how many chunks a run retrieves.
+# Knowledge bases: the embedder (`sentence-transformers`: a model folder, default
+# the packaged all-MiniLM-L6-v2; `openai`: a model id, default
+# text-embedding-3-small at 384 dimensions, key OPENAI_API_KEY), the largest
+# upload, and how many chunks a run retrieves.
+AGENTOS_EMBEDDING_PROVIDER = env_str("AGENTOS_EMBEDDING_PROVIDER", "sentence-transformers")
 AGENTOS_EMBEDDING_MODEL = env_str("AGENTOS_EMBEDDING_MODEL", "")
 AGENTOS_MAX_UPLOAD_BYTES = env_int("AGENTOS_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
 AGENTOS_KNOWLEDGE_TOP_K = env_int("AGENTOS_KNOWLEDGE_TOP_K", 4)
