@@ -73,7 +73,6 @@ def test_chat_streams_the_reply_shows_tool_calls_and_uploads_to_the_vault(page, 
 
     start_worker(queues="agents,sync,webhooks,knowledge")
     agent = make_agent(user, name="Helper", description="Answers with the local model.", tools=["calculator"])
-    shot(page, "dashboard")
 
     page.get_by_role("link", name="Agents", exact=True).click()
     expect(page.get_by_role("heading", name="Helper")).to_be_visible()
@@ -112,6 +111,11 @@ def test_chat_streams_the_reply_shows_tool_calls_and_uploads_to_the_vault(page, 
     page.get_by_role("link", name="Agents", exact=True).click()
     expect(page.locator(".metrics")).to_contain_text("100 %")  # both messages succeeded
     shot(page, "agents")
+
+    page.get_by_role("link", name="Dashboard", exact=True).click()
+    expect(page.get_by_role("link", name="Helper").first).to_be_visible()  # your agents
+    expect(page.get_by_role("link", name="Greetings").first).to_be_visible()  # recent sessions, renamed
+    shot(page, "dashboard")
 
 
 def test_a_slow_reply_can_be_cancelled_and_a_failed_one_retried(page, start_worker, user):
