@@ -95,7 +95,7 @@ def wait_terminal(job_ids: list[str], timeout: float) -> float:
     return time.monotonic() - started
 
 
-def audit(job_ids: list[str], *, expect: str = "succeeded") -> dict[str, int]:
+def audit(job_ids: list[str], *, expect: str = "succeeded") -> dict[str, Any]:
     """From the database: lost (not terminal, or not `expect`), duplicated replies,
     and per-session order (a job never starts before the one accepted before it ended)."""
     jobs = list(Job.objects.filter(public_id__in=job_ids))
@@ -111,10 +111,30 @@ def audit(job_ids: list[str], *, expect: str = "succeeded") -> dict[str, int]:
             "lost": len(set(job_ids)) - sum(1 for j in jobs if j.status in Job.TERMINAL),
             "duplicated": sum(1 for j in jobs if replies[j.pk] > 1)
             + sum(1 for j in jobs if j.status == "succeeded" and replies[j.pk] == 0),
-            "out_of_order": out_of_order}
+            "out_of_order": out_of_order,
+            # what the jobs that never ended looked like, for the failure message (not in the table)
+            "stuck": [(j.public_id, j.status, j.attempts, j.worker, j.error_code) for j in jobs
+                      if j.status not in Job.TERMINAL][:5]}
 
 
-def record(scenario: str, load: str, faults: str, counts: dict[str, int], recovery_s: float) -> None:
+def api_audit(http: httpx.Client, job_ids: list[str], *, expect: str = "succeeded", sample: int = 8) -> None:
+    """Through the API, as a client sees it, for a sample of the jobs: the job answers
+    terminal with the status the scenario expects, and a succeeded message job's
+    session transcript holds exactly one assistant reply for it."""
+    picked = random.Random(len(job_ids)).sample(sorted(set(job_ids)), min(sample, len(set(job_ids))))
+    for job_id in picked:
+        response = http.get(f"jobs/{job_id}/")
+        assert response.status_code == 200, (job_id, response.status_code, response.text[:200])
+        job = response.json()
+        assert job["status"] == expect, (job_id, job["status"], job["error"])
+        if job["status"] == "succeeded" and job["kind"] == "message":
+            transcript = http.get(f"sessions/{job['session_id']}/")
+            assert transcript.status_code == 200, transcript.text[:200]
+            replies = [m for m in transcript.json()["messages"] if m["role"] == "assistant" and m["job_id"] == job_id]
+            assert len(replies) == 1, (job_id, replies)
+
+
+def record(scenario: str, load: str, faults: str, counts: dict[str, Any], recovery_s: float) -> None:
     RESULTS.append({"scenario": scenario, "load": load, "faults": faults, **counts, "recovery_s": recovery_s})
     assert counts["lost"] == 0 and counts["duplicated"] == 0 and counts["out_of_order"] == 0, counts
 
@@ -135,8 +155,10 @@ def test_1_a_worker_killed_with_runs_in_flight(stack, http, user):
     doomed.kill()  # SIGKILL: no warm shutdown, no acks, leases stop being renewed
     recovery = wait_terminal(job_ids, 120)
 
+    counts = audit(job_ids)
+    api_audit(http, job_ids)
     record("1. SIGKILL one of two workers mid-run", f"{runs} runs of 3 s in flight",
-           f"worker w1 killed holding {on_w1} runs", audit(job_ids), recovery)
+           f"worker w1 killed holding {on_w1} runs", counts, recovery)
 
 
 def test_2_redis_restarted_with_jobs_queued_and_running(stack, http, user):
@@ -291,6 +313,7 @@ def test_6_concurrent_clients_with_idempotency_keys_and_retries(stack, http, use
     started = time.monotonic()
     recovery = wait_terminal(list(accepted.values()), 180)
     counts = audit(list(accepted.values()))
+    api_audit(http, list(accepted.values()))
     counts["lost"] += total - len(accepted)
     counts["duplicated"] += Job.objects.filter(kind="message").count() - total
 
