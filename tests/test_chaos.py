@@ -162,25 +162,53 @@ def test_1_a_worker_killed_with_runs_in_flight(stack, http, user):
 
 
 def test_2_redis_restarted_with_jobs_queued_and_running(stack, http, user):
+    from celery_app import app
     from config import embedded
 
-    jobs = scaled(40, 400)  # at full size more than the 240 threads: some wait in Redis when it dies
-    agent = make_agent(user, model_options={"latency_ms": 3000})
-    with ThreadPoolExecutor(16) as pool:
-        job_ids = list(pool.map(lambda i: submit(http, agent, f"r{i}").json()["job_id"], range(jobs)))
-    time.sleep(0.5)
-    queued = Job.objects.filter(public_id__in=job_ids, status="queued").count()
     emb = embedded.locate()
     if not emb.redis_socket.exists():
         pytest.skip("the tests run against an external Redis; this scenario restarts the embedded one")
+    # Messages to one session run one at a time, so chains of slow jobs guarantee that when
+    # Redis dies some jobs are running (their unacked messages live in Redis) and the rest
+    # are still queued behind them, whatever the workers' concurrency. At full size there
+    # are also more sessions than the two workers' 240 threads: some messages wait in Redis.
+    per_session, sessions = scaled(3, 2), scaled(12, 300)
+    jobs = per_session * sessions
+    agent = make_agent(user, model_options={"latency_ms": 2000})
+    session_ids = [http.post("create-session/", json={"agent_id": agent.public_id}).json()["session_id"]
+                   for _ in range(sessions)]
+
+    def chain(session_id: str) -> list[str]:
+        return [submit(http, agent, f"r{n}", session_id=session_id).json()["job_id"] for n in range(per_session)]
+
+    with ThreadPoolExecutor(16) as pool:
+        job_ids = [job_id for ids in pool.map(chain, session_ids) for job_id in ids]
+    deadline = time.monotonic() + 10
+    while not Job.objects.filter(public_id__in=job_ids, status="running").exists():
+        assert time.monotonic() < deadline, "no job started"
+        time.sleep(0.1)
+    in_flight = Counter(Job.objects.filter(public_id__in=job_ids).values_list("status", flat=True))
+    with app.connection_for_read() as conn:  # the broker's own client: waiting (list) + reserved (unacked)
+        broker = conn.default_channel.client
+        in_redis = broker.llen("agents") + broker.hlen("unacked")
     pid = int((emb.var_dir / "redis" / "redis.pid").read_text())
     os.kill(pid, signal.SIGKILL)  # it keeps nothing on disk: queued messages, results, locks all gone
     time.sleep(1)
     embedded._start_redis(emb)
+    # the restart hit work in flight: jobs running, jobs waiting, and their messages in Redis
+    assert in_flight["running"] > 0 and in_flight["queued"] > 0, in_flight
+    assert in_redis > 0, "no message of these jobs was in Redis when it died"
     recovery = wait_terminal(job_ids, 120)
+    # the workers rode it out: reconnected, not crashed (nothing here restarts them)
+    dead = [str(w.log) for w in stack["workers"] if w.proc.poll() is not None]
+    assert not dead, f"workers died when Redis restarted, see {dead}"
+    counts = audit(job_ids)
+    api_audit(http, job_ids)
 
-    record("2. Redis restarted (loses everything)", f"{jobs} jobs of 3 s ({queued} still queued at the restart)",
-           "redis-server SIGKILLed and restarted empty", audit(job_ids), recovery)
+    record("2. Redis restarted (loses everything)",
+           f"{jobs} jobs of 2 s in {sessions} sessions ({in_flight['running']} running, "
+           f"{in_flight['queued']} queued at the restart, {in_redis} messages in Redis)",
+           "redis-server SIGKILLed and restarted empty", counts, recovery)
 
 
 def test_3_postgres_stopped_under_load(stack, http, user):

@@ -8,7 +8,10 @@ from typing import Any
 
 from celery.signals import celeryd_after_setup, task_postrun, worker_process_init, worker_ready
 
+from workers.broker import patch_redis_channel
+
 os.environ.setdefault("AGNO_TELEMETRY", "false")
+patch_redis_channel()
 
 
 def configure_agno_logging() -> None:
