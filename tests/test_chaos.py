@@ -329,26 +329,38 @@ def test_4_webhook_receiver_down_then_back(stack, http, user, monkeypatch):
            f"receiver answered 503 for {down_for} s ({len(failed_attempts)} failed attempts)", counts, recovery)
 
 
-@pytest.mark.parametrize("script, outcome", [
-    (["500", "500", "ok"], "succeeded"), (["429", "ok"], "succeeded"), (["500"], "failed"),
-    (["malformed"], "failed"), (["timeout"], "failed")])
-def test_5_a_misbehaving_model_provider(stack, http, user, script, outcome):
+# `requests`: what the provider must have seen. The client retries timeouts, 429 and 5xx
+# twice (3 tries); a 200 with a body that is not JSON is not retried.
+@pytest.mark.parametrize("script, outcome, requests", [
+    (["500", "500", "ok"], "succeeded", 3), (["429", "ok"], "succeeded", 2), (["timeout", "ok"], "succeeded", 2),
+    (["500"], "failed", 3), (["malformed"], "failed", 1), (["timeout"], "failed", 3)])
+def test_5_a_misbehaving_model_provider(stack, http, user, script, outcome, requests):
+    deadline_s = 30
     with FakeOpenAI(script=script, slow_seconds=4) as fake:
         agent = make_agent(user, model_provider="openai_like", model_id="gpt-chaos", tools=[],
                            model_options={"base_url": fake.url, "timeout": 1})
-        job_id = submit(http, agent, "are you there?").json()["job_id"]
+        job_id = submit(http, agent, "are you there?", timeout=deadline_s).json()["job_id"]
         wait_terminal([job_id], 60)
+        tries = list(fake.requests)
     job = Job.objects.get(public_id=job_id)
+    seen = http.get(f"jobs/{job_id}/").json()
 
     assert job.status == outcome, (job.error_code, job.error_message)
+    assert len(tries) == requests, f"the provider saw {len(tries)} requests for {script}, expected {requests}"
+    assert job.attempts == 1, "the provider's failures are retried inside the run, not by re-running the job"
     replies = ChatMessage.objects.filter(job=job, role="assistant").count()
     assert replies == (1 if outcome == "succeeded" else 0), "no partial reply"
     if outcome == "failed":
+        # the clear ending, not the sweeper's expiry: failed with its code, well before its deadline
         assert job.error_code == "model_error" and job.error_message
+        assert seen["status"] == "failed" and seen["error"]["code"] == "model_error", seen
+        assert job.finished_at < job.deadline_at, (job.finished_at, job.deadline_at)
+        assert (job.finished_at - job.created_at).total_seconds() < deadline_s / 2
     if script[0] == "429":
-        assert fake.requests[1]["at"] - fake.requests[0]["at"] >= 0.9, "Retry-After was honoured"
+        assert tries[1]["at"] - tries[0]["at"] >= 0.9, "Retry-After was honoured"
     counts = audit([job_id], expect=outcome)
-    record(f"5. model provider: {' → '.join(script)}", "1 job, provider retried up to 2 times",
+    api_audit(http, [job_id], expect=outcome)
+    record(f"5. model provider: {' → '.join(script)}", f"1 job, {requests} provider request(s)",
            f"OpenAI-compatible server answering {'/'.join(script)}", counts, 0.0)
 
 
