@@ -98,21 +98,37 @@ def wait_terminal(job_ids: list[str], timeout: float) -> float:
 
 def audit(job_ids: list[str], *, expect: str = "succeeded") -> dict[str, Any]:
     """From the database: lost (not terminal, or not `expect`), duplicated replies,
-    and per-session order (a job never starts before the one accepted before it ended)."""
+    and per-session order: of two succeeded messages of a session, the later one
+    ran against a history holding the earlier one's reply."""
     jobs = list(Job.objects.filter(public_id__in=job_ids))
-    replies = Counter(ChatMessage.objects.filter(job__in=jobs, role="assistant").values_list("job_id", flat=True))
+    reply_rows = list(ChatMessage.objects.filter(job__in=jobs, role="assistant"))
+    replies = Counter(m.job_id for m in reply_rows)
+    reply_of = {m.job_id: m for m in reply_rows}
+    asked = dict(ChatMessage.objects.filter(public_id__in=[j.input.get("message_id") for j in jobs])
+                 .values_list("public_id", "content"))
     by_session: dict[int, list[Job]] = defaultdict(list)
     for job in jobs:
         by_session[job.session_id].append(job)
-    out_of_order = 0
+    out_of_order = pairs_checked = 0
     for session_jobs in by_session.values():
-        done = sorted((j for j in session_jobs if j.status == "succeeded"), key=lambda j: j.pk)
-        out_of_order += sum(1 for a, b in zip(done, done[1:]) if b.started_at < a.finished_at)
+        done = sorted((j for j in session_jobs if j.status == "succeeded" and j.pk in reply_of), key=lambda j: j.pk)
+        for a, b in zip(done, done[1:]):
+            # Not `b.started_at < a.finished_at`: each is stamped in Python just before its
+            # write, so a claim that waited on its connection while `a` committed carries
+            # an earlier stamp though it saw `a` ended (the claim's SQL requires it).
+            # What must hold: b's reply was written after a's, and b's prompt held a's
+            # prompt, a's reply and b's message (the local model counts words as tokens).
+            ra, rb = reply_of[a.pk].metrics, reply_of[b.pk].metrics
+            counted = bool(ra.get("input_tokens") and rb.get("input_tokens"))
+            pairs_checked += counted
+            stale = counted and rb["input_tokens"] < (
+                ra["input_tokens"] + ra.get("output_tokens", 0) + len(asked.get(b.input.get("message_id"), "x").split()))
+            out_of_order += stale or reply_of[b.pk].pk < reply_of[a.pk].pk
     return {"accepted": len(set(job_ids)), "completed": sum(1 for j in jobs if j.status == expect),
             "lost": len(set(job_ids)) - sum(1 for j in jobs if j.status in Job.TERMINAL),
             "duplicated": sum(1 for j in jobs if replies[j.pk] > 1)
             + sum(1 for j in jobs if j.status == "succeeded" and replies[j.pk] == 0),
-            "out_of_order": out_of_order,
+            "out_of_order": out_of_order, "pairs_checked": pairs_checked,  # not in the table
             # what the jobs that never ended looked like, for the failure message (not in the table)
             "stuck": [(j.public_id, j.status, j.attempts, j.worker, j.error_code) for j in jobs
                       if j.status not in Job.TERMINAL][:5]}
@@ -205,6 +221,7 @@ def test_2_redis_restarted_with_jobs_queued_and_running(stack, http, user):
     assert not dead, f"workers died when Redis restarted, see {dead}"
     counts = audit(job_ids)
     api_audit(http, job_ids)
+    assert counts["pairs_checked"] >= sessions * (per_session - 1) // 2, counts  # the order check had work
 
     record("2. Redis restarted (loses everything)",
            f"{jobs} jobs of 2 s in {sessions} sessions ({in_flight['running']} running, "
@@ -393,6 +410,7 @@ def test_6_concurrent_clients_with_idempotency_keys_and_retries(stack, http, use
     recovery = wait_terminal(list(accepted.values()), 180)
     counts = audit(list(accepted.values()))
     api_audit(http, list(accepted.values()))
+    assert counts["pairs_checked"] >= total // 2, counts  # the order check had work
     counts["lost"] += total - len(accepted)
     counts["duplicated"] += Job.objects.filter(kind="message").count() - total
 
