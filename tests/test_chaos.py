@@ -277,16 +277,17 @@ def test_3_postgres_stopped_under_load(stack, http, user):
     thread.join(30)
     assert not thread.is_alive(), "the load thread is stuck in a request"
 
-    # nothing restarted: a new request is accepted again within seconds
-    resumed = None
-    while time.monotonic() - back < 15:
+    # nothing restarted: a new request is accepted again within seconds of PostgreSQL being back
+    while True:
         response = submit(http, agent, "after the outage")
-        if response.status_code == 202:
-            resumed = time.monotonic() - back
+        if response.status_code == 202 or time.monotonic() - back > 15:
             break
         time.sleep(0.2)
-    assert resumed is not None, f"no 202 within 15 s of PostgreSQL coming back: {response.status_code} {response.text}"
+    assert response.status_code == 202, f"no 202 within 15 s of PostgreSQL coming back: {response.text}"
     accepted = [e["job_id"] for e in seen if e.get("status") == 202] + [response.json()["job_id"]]
+    # how soon after it came back the load's requests were accepted again (the figure for the table)
+    resumed = min([e["at"] + e["elapsed"] - back for e in seen
+                   if e.get("status") == 202 and e["at"] + e["elapsed"] > back] + [time.monotonic() - back])
     recovery = wait_terminal(accepted, 90) + (time.monotonic() - back)
     assert all(w.proc.poll() is None for w in stack["workers"]), "a worker died while PostgreSQL was down"
 
