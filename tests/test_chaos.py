@@ -7,6 +7,7 @@ the API afterwards that nothing accepted was lost or done twice.
 """
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -95,26 +96,62 @@ def wait_terminal(job_ids: list[str], timeout: float) -> float:
     return time.monotonic() - started
 
 
-def audit(job_ids: list[str], *, expect: str = "succeeded") -> dict[str, int]:
+def audit(job_ids: list[str], *, expect: str = "succeeded") -> dict[str, Any]:
     """From the database: lost (not terminal, or not `expect`), duplicated replies,
-    and per-session order (a job never starts before the one accepted before it ended)."""
+    and per-session order: of two succeeded messages of a session, the later one
+    ran against a history holding the earlier one's reply."""
     jobs = list(Job.objects.filter(public_id__in=job_ids))
-    replies = Counter(ChatMessage.objects.filter(job__in=jobs, role="assistant").values_list("job_id", flat=True))
+    reply_rows = list(ChatMessage.objects.filter(job__in=jobs, role="assistant"))
+    replies = Counter(m.job_id for m in reply_rows)
+    reply_of = {m.job_id: m for m in reply_rows}
+    asked = dict(ChatMessage.objects.filter(public_id__in=[j.input.get("message_id") for j in jobs])
+                 .values_list("public_id", "content"))
     by_session: dict[int, list[Job]] = defaultdict(list)
     for job in jobs:
         by_session[job.session_id].append(job)
-    out_of_order = 0
+    out_of_order = pairs_checked = 0
     for session_jobs in by_session.values():
-        done = sorted((j for j in session_jobs if j.status == "succeeded"), key=lambda j: j.pk)
-        out_of_order += sum(1 for a, b in zip(done, done[1:]) if b.started_at < a.finished_at)
+        done = sorted((j for j in session_jobs if j.status == "succeeded" and j.pk in reply_of), key=lambda j: j.pk)
+        for a, b in zip(done, done[1:]):
+            # Not `b.started_at < a.finished_at`: each is stamped in Python just before its
+            # write, so a claim that waited on its connection while `a` committed carries
+            # an earlier stamp though it saw `a` ended (the claim's SQL requires it).
+            # What must hold: b's reply was written after a's, and b's prompt held a's
+            # prompt, a's reply and b's message (the local model counts words as tokens).
+            ra, rb = reply_of[a.pk].metrics, reply_of[b.pk].metrics
+            counted = bool(ra.get("input_tokens") and rb.get("input_tokens"))
+            pairs_checked += counted
+            stale = counted and rb["input_tokens"] < (
+                ra["input_tokens"] + ra.get("output_tokens", 0) + len(asked.get(b.input.get("message_id"), "x").split()))
+            out_of_order += stale or reply_of[b.pk].pk < reply_of[a.pk].pk
     return {"accepted": len(set(job_ids)), "completed": sum(1 for j in jobs if j.status == expect),
             "lost": len(set(job_ids)) - sum(1 for j in jobs if j.status in Job.TERMINAL),
             "duplicated": sum(1 for j in jobs if replies[j.pk] > 1)
             + sum(1 for j in jobs if j.status == "succeeded" and replies[j.pk] == 0),
-            "out_of_order": out_of_order}
+            "out_of_order": out_of_order, "pairs_checked": pairs_checked,  # not in the table
+            # what the jobs that never ended looked like, for the failure message (not in the table)
+            "stuck": [(j.public_id, j.status, j.attempts, j.worker, j.error_code) for j in jobs
+                      if j.status not in Job.TERMINAL][:5]}
 
 
-def record(scenario: str, load: str, faults: str, counts: dict[str, int], recovery_s: float) -> None:
+def api_audit(http: httpx.Client, job_ids: list[str], *, expect: str = "succeeded", sample: int = 8) -> None:
+    """Through the API, as a client sees it, for a sample of the jobs: the job answers
+    terminal with the status the scenario expects, and a succeeded message job's
+    session transcript holds exactly one assistant reply for it."""
+    picked = random.Random(len(job_ids)).sample(sorted(set(job_ids)), min(sample, len(set(job_ids))))
+    for job_id in picked:
+        response = http.get(f"jobs/{job_id}/")
+        assert response.status_code == 200, (job_id, response.status_code, response.text[:200])
+        job = response.json()
+        assert job["status"] == expect, (job_id, job["status"], job["error"])
+        if job["status"] == "succeeded" and job["kind"] == "message":
+            transcript = http.get(f"sessions/{job['session_id']}/")
+            assert transcript.status_code == 200, transcript.text[:200]
+            replies = [m for m in transcript.json()["messages"] if m["role"] == "assistant" and m["job_id"] == job_id]
+            assert len(replies) == 1, (job_id, replies)
+
+
+def record(scenario: str, load: str, faults: str, counts: dict[str, Any], recovery_s: float) -> None:
     RESULTS.append({"scenario": scenario, "load": load, "faults": faults, **counts, "recovery_s": recovery_s})
     assert counts["lost"] == 0 and counts["duplicated"] == 0 and counts["out_of_order"] == 0, counts
 
@@ -135,30 +172,61 @@ def test_1_a_worker_killed_with_runs_in_flight(stack, http, user):
     doomed.kill()  # SIGKILL: no warm shutdown, no acks, leases stop being renewed
     recovery = wait_terminal(job_ids, 120)
 
+    counts = audit(job_ids)
+    api_audit(http, job_ids)
     record("1. SIGKILL one of two workers mid-run", f"{runs} runs of 3 s in flight",
-           f"worker w1 killed holding {on_w1} runs", audit(job_ids), recovery)
+           f"worker w1 killed holding {on_w1} runs", counts, recovery)
 
 
 def test_2_redis_restarted_with_jobs_queued_and_running(stack, http, user):
+    from celery_app import app
     from config import embedded
 
-    jobs = scaled(40, 400)  # at full size more than the 240 threads: some wait in Redis when it dies
-    agent = make_agent(user, model_options={"latency_ms": 3000})
-    with ThreadPoolExecutor(16) as pool:
-        job_ids = list(pool.map(lambda i: submit(http, agent, f"r{i}").json()["job_id"], range(jobs)))
-    time.sleep(0.5)
-    queued = Job.objects.filter(public_id__in=job_ids, status="queued").count()
     emb = embedded.locate()
     if not emb.redis_socket.exists():
         pytest.skip("the tests run against an external Redis; this scenario restarts the embedded one")
+    # Messages to one session run one at a time, so chains of slow jobs guarantee that when
+    # Redis dies some jobs are running (their unacked messages live in Redis) and the rest
+    # are still queued behind them, whatever the workers' concurrency. At full size there
+    # are also more sessions than the two workers' 240 threads: some messages wait in Redis.
+    per_session, sessions = scaled(3, 2), scaled(12, 300)
+    jobs = per_session * sessions
+    agent = make_agent(user, model_options={"latency_ms": 2000})
+    session_ids = [http.post("create-session/", json={"agent_id": agent.public_id}).json()["session_id"]
+                   for _ in range(sessions)]
+
+    def chain(session_id: str) -> list[str]:
+        return [submit(http, agent, f"r{n}", session_id=session_id).json()["job_id"] for n in range(per_session)]
+
+    with ThreadPoolExecutor(16) as pool:
+        job_ids = [job_id for ids in pool.map(chain, session_ids) for job_id in ids]
+    deadline = time.monotonic() + 10
+    while not Job.objects.filter(public_id__in=job_ids, status="running").exists():
+        assert time.monotonic() < deadline, "no job started"
+        time.sleep(0.1)
+    in_flight = Counter(Job.objects.filter(public_id__in=job_ids).values_list("status", flat=True))
+    with app.connection_for_read() as conn:  # the broker's own client: waiting (list) + reserved (unacked)
+        broker = conn.default_channel.client
+        in_redis = broker.llen("agents") + broker.hlen("unacked")
     pid = int((emb.var_dir / "redis" / "redis.pid").read_text())
     os.kill(pid, signal.SIGKILL)  # it keeps nothing on disk: queued messages, results, locks all gone
     time.sleep(1)
     embedded._start_redis(emb)
+    # the restart hit work in flight: jobs running, jobs waiting, and their messages in Redis
+    assert in_flight["running"] > 0 and in_flight["queued"] > 0, in_flight
+    assert in_redis > 0, "no message of these jobs was in Redis when it died"
     recovery = wait_terminal(job_ids, 120)
+    # the workers rode it out: reconnected, not crashed (nothing here restarts them)
+    dead = [str(w.log) for w in stack["workers"] if w.proc.poll() is not None]
+    assert not dead, f"workers died when Redis restarted, see {dead}"
+    counts = audit(job_ids)
+    api_audit(http, job_ids)
+    assert counts["pairs_checked"] >= sessions * (per_session - 1) // 2, counts  # the order check had work
 
-    record("2. Redis restarted (loses everything)", f"{jobs} jobs of 3 s ({queued} still queued at the restart)",
-           "redis-server SIGKILLed and restarted empty", audit(job_ids), recovery)
+    record("2. Redis restarted (loses everything)",
+           f"{jobs} jobs of 2 s in {sessions} sessions ({in_flight['running']} running, "
+           f"{in_flight['queued']} queued at the restart, {in_redis} messages in Redis)",
+           "redis-server SIGKILLed and restarted empty", counts, recovery)
 
 
 def test_3_postgres_stopped_under_load(stack, http, user):
@@ -169,8 +237,9 @@ def test_3_postgres_stopped_under_load(stack, http, user):
         pytest.skip("the tests run against an external PostgreSQL; this scenario stops the embedded one")
     outage = scaled(4, 10)
     agent = make_agent(user)
-    accepted: list[str] = []
-    statuses: Counter[int] = Counter()
+    # what the load thread saw, one entry a request: asserted below, in the test's own thread
+    # (an assertion failing inside a thread only ends that thread)
+    seen: list[dict[str, Any]] = []
     stop = threading.Event()
 
     def load() -> None:
@@ -178,20 +247,25 @@ def test_3_postgres_stopped_under_load(stack, http, user):
             i = 0
             while not stop.is_set():
                 started = time.monotonic()
-                response = submit(client, agent, f"p{i}")
-                statuses[response.status_code] += 1
-                if response.status_code == 202:
-                    accepted.append(response.json()["job_id"])
-                else:
-                    assert response.json()["error"]["code"] == "database_unavailable"
-                    assert time.monotonic() - started < 10, "a refused request must not hang"
+                entry: dict[str, Any] = {"at": started}
+                try:
+                    response = submit(client, agent, f"p{i}")
+                    entry["status"] = response.status_code
+                    body = response.json()
+                    entry["job_id" if response.status_code == 202 else "code"] = (
+                        body["job_id"] if response.status_code == 202 else (body.get("error") or {}).get("code"))
+                except Exception as exc:  # a hang (client timeout), a reset, a body that is not JSON
+                    entry["exception"] = repr(exc)
+                entry["elapsed"] = time.monotonic() - started
+                seen.append(entry)
                 i += 1
                 time.sleep(0.05)
 
-    thread = threading.Thread(target=load)
+    thread = threading.Thread(target=load, daemon=True)
     thread.start()
     time.sleep(1.5)
     user_id = embedded._pg_system_user(emb)
+    down = time.monotonic()
     subprocess.run([embedded._pg_bin("pg_ctl"), "stop", "-D", str(emb.pgdata), "-m", "fast", "-w"], check=True,
                    capture_output=True, **({"user": user_id} if user_id else {}))
     time.sleep(outage)
@@ -201,12 +275,36 @@ def test_3_postgres_stopped_under_load(stack, http, user):
     time.sleep(2)
     stop.set()
     thread.join(30)
-    recovery = wait_terminal(accepted, 90) + (time.monotonic() - back)
+    assert not thread.is_alive(), "the load thread is stuck in a request"
 
-    assert statuses[503] > 0, f"the outage was never seen: {statuses}"
+    # nothing restarted: a new request is accepted again within seconds of PostgreSQL being back
+    while True:
+        response = submit(http, agent, "after the outage")
+        if response.status_code == 202 or time.monotonic() - back > 15:
+            break
+        time.sleep(0.2)
+    assert response.status_code == 202, f"no 202 within 15 s of PostgreSQL coming back: {response.text}"
+    accepted = [e["job_id"] for e in seen if e.get("status") == 202] + [response.json()["job_id"]]
+    # how soon after it came back the load's requests were accepted again (the figure for the table)
+    resumed = min([e["at"] + e["elapsed"] - back for e in seen
+                   if e.get("status") == 202 and e["at"] + e["elapsed"] > back] + [time.monotonic() - back])
+    recovery = wait_terminal(accepted, 90) + (time.monotonic() - back)
+    assert all(w.proc.poll() is None for w in stack["workers"]), "a worker died while PostgreSQL was down"
+
+    statuses = Counter(e.get("status", "exception") for e in seen)
+    assert not [e for e in seen if "exception" in e], [e for e in seen if "exception" in e][:3]
     assert set(statuses) <= {202, 503}, f"only 202 or 503 database_unavailable: {statuses}"
-    record("3. PostgreSQL stopped under load", f"{sum(statuses.values())} requests at ~20 req/s "
-           f"({statuses[503]} answered 503)", f"PostgreSQL down {outage} s", audit(accepted), recovery)
+    refused = [e for e in seen if e["status"] == 503]
+    assert refused, f"the outage was never seen: {statuses}"
+    assert {e["code"] for e in refused} == {"database_unavailable"}, Counter(e["code"] for e in refused)
+    slowest = max(e["elapsed"] for e in seen)
+    assert slowest < 10, f"a request took {slowest:.1f} s: a refused request must not hang"
+    assert any(e["status"] == 202 and e["at"] < down for e in seen), "load was accepted before the outage"
+    counts = audit(accepted)
+    api_audit(http, accepted)
+    record("3. PostgreSQL stopped under load", f"{len(seen)} requests at ~20 req/s "
+           f"({len(refused)} answered 503)", f"PostgreSQL down {outage} s, accepting again after {resumed:.1f} s",
+           counts, recovery)
 
 
 def test_4_webhook_receiver_down_then_back(stack, http, user, monkeypatch):
@@ -214,7 +312,6 @@ def test_4_webhook_receiver_down_then_back(stack, http, user, monkeypatch):
     down_for = scaled(6, 120)
     jobs = scaled(20, 100)
     agent = make_agent(user)
-    seen: list[str] = []
     with Receiver(statuses=[503]) as receiver:
         job_ids = [submit(http, agent, f"h{i}", callback_url=f"{receiver.url}/hook").json()["job_id"]
                    for i in range(jobs)]
@@ -223,43 +320,65 @@ def test_4_webhook_receiver_down_then_back(stack, http, user, monkeypatch):
         receiver.statuses = [200]
         back = time.time()  # the receiver stamps requests with time.time()
         deadline = back + (30 if not FULL else 180)
-        while len({r["headers"]["webhook-id"] for r in receiver.requests
-                   if r["at"] >= back}) < jobs and time.time() < deadline:
+
+        def accepted_by_receiver() -> Counter[str]:
+            return Counter(r["headers"]["webhook-id"] for r in list(receiver.requests) if r["status"] == 200)
+
+        while len(accepted_by_receiver()) < jobs and time.time() < deadline:
             time.sleep(0.5)
         recovery = time.time() - back
-        seen = [r["headers"]["webhook-id"] for r in receiver.requests]
-        delivered = {r["headers"]["webhook-id"] for r in receiver.requests if r["at"] >= back}
+        time.sleep(3)  # a few more dispatch rounds (every 1 s): a duplicate delivery would show up here
+        seen = list(receiver.requests)
 
+    # what the receiver saw, not what the database says it sent
+    failed_attempts = [r for r in seen if r["status"] != 200]
+    assert failed_attempts and all(r["at"] < back for r in failed_attempts), "the outage was seen, and only then"
+    ok = Counter(r["headers"]["webhook-id"] for r in seen if r["status"] == 200)
+    ids_per_job: defaultdict[str, set[str]] = defaultdict(set)
+    for r in seen:
+        ids_per_job[json.loads(r["body"])["data"]["job_id"]].add(r["headers"]["webhook-id"])
+    assert set(ids_per_job) == set(job_ids), "every job's event reached the receiver, and only theirs"
+    assert all(len(ids) == 1 for ids in ids_per_job.values()), "every attempt for a job carries one webhook-id"
     counts = audit(job_ids)
-    ids_per_job = Counter()
-    for job in Job.objects.filter(public_id__in=job_ids):
-        ids_per_job[job.public_id] = job.deliveries.values("webhook_id").distinct().count()
-    counts["lost"] += jobs - len(delivered)
-    counts["duplicated"] += sum(1 for n in ids_per_job.values() if n != 1)
+    api_audit(http, job_ids)
+    counts["lost"] += sum(1 for ids in ids_per_job.values() if not ok[next(iter(ids))]) + jobs - len(ids_per_job)
+    counts["duplicated"] += sum(1 for n in ok.values() if n > 1)
     record("4. webhook receiver down, then back", f"{jobs} jobs with a callback_url",
-           f"receiver answered 503 for {down_for} s ({len(seen) - len(delivered)} failed attempts)", counts, recovery)
+           f"receiver answered 503 for {down_for} s ({len(failed_attempts)} failed attempts)", counts, recovery)
 
 
-@pytest.mark.parametrize("script, outcome", [
-    (["500", "500", "ok"], "succeeded"), (["429", "ok"], "succeeded"), (["500"], "failed"),
-    (["malformed"], "failed"), (["timeout"], "failed")])
-def test_5_a_misbehaving_model_provider(stack, http, user, script, outcome):
+# `requests`: what the provider must have seen. The client retries timeouts, 429 and 5xx
+# twice (3 tries); a 200 with a body that is not JSON is not retried.
+@pytest.mark.parametrize("script, outcome, requests", [
+    (["500", "500", "ok"], "succeeded", 3), (["429", "ok"], "succeeded", 2), (["timeout", "ok"], "succeeded", 2),
+    (["500"], "failed", 3), (["malformed"], "failed", 1), (["timeout"], "failed", 3)])
+def test_5_a_misbehaving_model_provider(stack, http, user, script, outcome, requests):
+    deadline_s = 30
     with FakeOpenAI(script=script, slow_seconds=4) as fake:
         agent = make_agent(user, model_provider="openai_like", model_id="gpt-chaos", tools=[],
                            model_options={"base_url": fake.url, "timeout": 1})
-        job_id = submit(http, agent, "are you there?").json()["job_id"]
+        job_id = submit(http, agent, "are you there?", timeout=deadline_s).json()["job_id"]
         wait_terminal([job_id], 60)
+        tries = list(fake.requests)
     job = Job.objects.get(public_id=job_id)
+    seen = http.get(f"jobs/{job_id}/").json()
 
     assert job.status == outcome, (job.error_code, job.error_message)
+    assert len(tries) == requests, f"the provider saw {len(tries)} requests for {script}, expected {requests}"
+    assert job.attempts == 1, "the provider's failures are retried inside the run, not by re-running the job"
     replies = ChatMessage.objects.filter(job=job, role="assistant").count()
     assert replies == (1 if outcome == "succeeded" else 0), "no partial reply"
     if outcome == "failed":
+        # the clear ending, not the sweeper's expiry: failed with its code, well before its deadline
         assert job.error_code == "model_error" and job.error_message
+        assert seen["status"] == "failed" and seen["error"]["code"] == "model_error", seen
+        assert job.finished_at < job.deadline_at, (job.finished_at, job.deadline_at)
+        assert (job.finished_at - job.created_at).total_seconds() < deadline_s / 2
     if script[0] == "429":
-        assert fake.requests[1]["at"] - fake.requests[0]["at"] >= 0.9, "Retry-After was honoured"
+        assert tries[1]["at"] - tries[0]["at"] >= 0.9, "Retry-After was honoured"
     counts = audit([job_id], expect=outcome)
-    record(f"5. model provider: {' → '.join(script)}", "1 job, provider retried up to 2 times",
+    api_audit(http, [job_id], expect=outcome)
+    record(f"5. model provider: {' → '.join(script)}", f"1 job, {requests} provider request(s)",
            f"OpenAI-compatible server answering {'/'.join(script)}", counts, 0.0)
 
 
@@ -291,6 +410,8 @@ def test_6_concurrent_clients_with_idempotency_keys_and_retries(stack, http, use
     started = time.monotonic()
     recovery = wait_terminal(list(accepted.values()), 180)
     counts = audit(list(accepted.values()))
+    api_audit(http, list(accepted.values()))
+    assert counts["pairs_checked"] >= total // 2, counts  # the order check had work
     counts["lost"] += total - len(accepted)
     counts["duplicated"] += Job.objects.filter(kind="message").count() - total
 

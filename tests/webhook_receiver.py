@@ -20,9 +20,11 @@ class Receiver:
 
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append({"path": self.path, "body": body, "at": time.time(),
-                                          "headers": {k.lower(): v for k, v in self.headers.items()}})
+                at = time.time()  # before the status is chosen: a request stamped after a switch gets the new one
                 status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
+                # the status it answered, so a test can count what the receiver accepted
+                receiver.requests.append({"path": self.path, "body": body, "at": at, "status": status,
+                                          "headers": {k.lower(): v for k, v in self.headers.items()}})
                 self.send_response(status)
                 for key, value in receiver.extra_headers.items():
                     self.send_header(key, value)

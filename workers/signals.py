@@ -6,9 +6,12 @@ import os
 import sys
 from typing import Any
 
-from celery.signals import celeryd_after_setup, worker_process_init, worker_ready
+from celery.signals import celeryd_after_setup, task_postrun, worker_process_init, worker_ready
+
+from workers.broker import patch_redis_channel
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
+patch_redis_channel()
 
 
 def configure_agno_logging() -> None:
@@ -74,6 +77,32 @@ def _after_fork(**_: Any) -> None:
     reset_pool()
     reset_http_clients()
     _prewarm()
+
+
+@task_postrun.connect
+def _drop_broken_connections(**_: Any) -> None:
+    """Each pool thread keeps its own database connection across tasks (Celery's
+    Django fixup reuses them, CELERY_DB_REUSE_MAX) and nothing else closes one that
+    PostgreSQL dropped: after a database restart such a thread failed every task it
+    took, sweeps included, for as long as the worker lived (tests/test_chaos.py
+    scenario 3). After a task whose queries failed, close this thread's connection
+    unless it still works, as Django does at the end of a request; the next task
+    connects again. Costs nothing on the happy path (no round trip)."""
+    from django.db import DatabaseError, connections
+
+    for conn in connections.all(initialized_only=True):
+        if conn.errors_occurred and conn.connection is not None and not conn.in_atomic_block:
+            try:
+                usable = conn.is_usable()
+            except DatabaseError:
+                usable = False
+            if usable:
+                conn.errors_occurred = False
+            else:
+                try:
+                    conn.close()
+                except DatabaseError:
+                    conn.connection = None
 
 
 @worker_ready.connect
