@@ -1,6 +1,7 @@
 """End to end over HTTP with real Celery worker processes, PostgreSQL and Redis."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -90,3 +91,31 @@ def test_one_worker_process_holds_a_hundred_slow_runs_in_flight_at_once(http, st
     # 100 threads in flight never hold more than the worker's pool (plus this test's own and the live server's)
     assert max(in_flight) <= int(WORKER_DB_POOL_SIZE) + 3, in_flight
     assert connections() <= int(WORKER_DB_POOL_SIZE) + 3
+
+
+def test_a_few_pooled_connections_serve_many_threads_running_messages_and_their_webhooks(http, start_worker, user):
+    """No task keeps one of the worker's pooled connections after it ends: with two
+    connections for twenty threads, a thread that held on to one (Celery's Django
+    fixup reusing it, say) would leave the others waiting out DB_POOL_TIMEOUT."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.webhook_receiver import Receiver
+
+    start_worker(queues="agents,webhooks", concurrency=20, DB_POOL_SIZE="2", DB_POOL_TIMEOUT="3",
+                 AGENTOS_WEBHOOK_ALLOW_PRIVATE="1")
+    agent = make_agent(user)
+    with Receiver([200] * 40) as receiver:
+        def submit(i):
+            return http.post("send-message/", json={"agent_id": agent.public_id, "message": f"n{i}",
+                                                    "callback_url": receiver.url + "/hook"}).json()
+
+        with ThreadPoolExecutor(8) as pool:
+            jobs = list(pool.map(submit, range(40)))
+        finished = [wait_for_job(http, job["job_id"], timeout=30) for job in jobs]
+        deadline = time.monotonic() + 30
+        while len(receiver.requests) < 40 and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    assert [job["status"] for job in finished] == ["succeeded"] * 40
+    delivered = sorted(json.loads(r["body"])["data"]["job_id"] for r in receiver.requests)
+    assert delivered == sorted(job["job_id"] for job in jobs), "one webhook per job, every one delivered"

@@ -7,7 +7,7 @@ message or worker was lost (see workers/sweeper.py).
 from __future__ import annotations
 
 from config.env import env_bool, env_int, env_str
-from config.settings.services import CELERY_BROKER_URL
+from config.settings.services import CELERY_BROKER_URL, DB_POOL_SIZE
 
 CELERY_BROKER_URL = CELERY_BROKER_URL
 # Our Job rows hold every job's state; django-celery-results keeps results of
@@ -42,10 +42,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_VISIBILITY_TIMEOUT = _VISIBILITY
 
 # Celery's Django fixup closes the database connection before and after every
-# task unless told to reuse it: a new PostgreSQL backend per task costs more CPU
-# than a short job itself. Reuse, and let busy workers release connections
-# themselves (workers/execution.py).
-CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 100)
+# task unless told to reuse it. Pooled (DB_POOL_SIZE), closing hands the
+# connection back to the pool, so let it: a thread must not keep one of the
+# pool's few connections between tasks. Unpooled, a new PostgreSQL backend per
+# task costs more CPU than a short job itself: reuse, and let busy workers
+# release connections themselves (workers/execution.py).
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 0 if DB_POOL_SIZE > 0 else 100)
 
 CELERY_WORKER_SEND_TASK_EVENTS = True
 # Flower's task list and /metrics come from the workers' events (received, started,

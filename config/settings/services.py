@@ -6,6 +6,10 @@ from urllib.parse import parse_qs, unquote, urlparse
 from config.env import env_bool, env_float, env_int, env_str
 
 
+# connections per process, pooled; 0: no pool (see database_from_url)
+DB_POOL_SIZE = env_int("DB_POOL_SIZE", 20)
+
+
 def database_from_url(url: str) -> dict[str, object]:
     parsed = urlparse(url)
     if parsed.scheme not in {"postgres", "postgresql", "pgsql"}:
@@ -18,7 +22,7 @@ def database_from_url(url: str) -> dict[str, object]:
     # only for a job's short database phases, and "closing" one returns it to the
     # pool instead of paying PostgreSQL a new backend per phase. 0 turns pooling
     # off (persistent connections, DB_CONN_MAX_AGE), e.g. for prefork children.
-    pool_size = env_int("DB_POOL_SIZE", 20)
+    pool_size = DB_POOL_SIZE
     if pool_size > 0:
         options["pool"] = {"min_size": min(2, pool_size), "max_size": pool_size,
                            "timeout": env_float("DB_POOL_TIMEOUT", 30.0)}
