@@ -112,9 +112,7 @@ def test_a_few_pooled_connections_serve_many_threads_running_messages_and_their_
         with ThreadPoolExecutor(8) as pool:
             jobs = list(pool.map(submit, range(40)))
         finished = [wait_for_job(http, job["job_id"], timeout=30) for job in jobs]
-        deadline = time.monotonic() + 30
-        while len(receiver.requests) < 40 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        receiver.wait_for(40, timeout=30)
 
     assert [job["status"] for job in finished] == ["succeeded"] * 40
     delivered = sorted(json.loads(r["body"])["data"]["job_id"] for r in receiver.requests)

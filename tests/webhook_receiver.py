@@ -38,6 +38,15 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
+    def wait_for(self, count: int = 1, timeout: float = 15.0, settle: float = 0.5) -> list[dict[str, Any]]:
+        """The requests once `count` have arrived, after `settle` more seconds in which a duplicate would show."""
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < count:
+            assert time.monotonic() < deadline, f"{len(self.requests)} of {count} webhooks arrived in {timeout} s"
+            time.sleep(0.05)
+        time.sleep(settle)
+        return self.requests
+
     def __enter__(self) -> "Receiver":
         self.thread.start()
         return self
