@@ -117,6 +117,40 @@ def test_chat_streams_the_reply_shows_tool_calls_and_uploads_to_the_vault(page, 
     expect(page.get_by_role("link", name="Greetings").first).to_be_visible()  # recent sessions, renamed
     shot(page, "dashboard")
 
+    # the vault's ready document, attached as knowledge: the reply lists it as a source
+    from apps.knowledge.services import kb_attach, vault_for
+
+    kb_attach(user=user, kb=vault_for(user=user), agent=agent)
+    page.goto(f"/agentos/chat/{agent.public_id}/")
+    send(page, "Where is the Eiffel Tower?")
+    expect(page.locator(".msg.assistant .content").last).to_contain_text("From the knowledge base: [1] (paris.txt)")
+    sources = page.locator(".msg.assistant").last.locator("details.sources")
+    expect(sources.locator("summary")).to_have_text("Sources (1)")
+    sources.locator("summary").click()
+    expect(sources.locator("li").first).to_contain_text("paris.txt")
+    expect(sources.locator("li").first).to_contain_text("Champ de Mars")
+
+
+def test_a_slow_reply_streams_into_its_bubble_before_the_job_ends(page, start_worker, user):
+    from playwright.sync_api import expect
+
+    start_worker()
+    agent = make_agent(user, name="Slow", model_options={"latency_ms": 2000})
+    page.goto(f"/agentos/chat/{agent.public_id}/")
+    full = "Echo #1: show me the words as they come in"
+
+    send(page, "show me the words as they come in")
+    # part of the reply, in the bubble that is still pending (the job has not ended)
+    page.wait_for_function("""full => {
+        const bubble = document.querySelector('.msg.pending .content');
+        const text = bubble ? bubble.textContent : '';
+        return text.length > 0 && text !== full && full.startsWith(text);
+    }""", arg=full, polling=20, timeout=15_000)
+    expect(page.locator(".msg.pending .status")).to_have_text("Writing…")
+
+    expect(page.locator(".msg.pending")).to_have_count(0)  # ended: the rendered reply took its place
+    expect(page.locator(".msg.assistant .content").last).to_have_text(full)
+
 
 def test_a_slow_reply_can_be_cancelled_and_a_failed_one_retried(page, start_worker, user):
     from playwright.sync_api import expect

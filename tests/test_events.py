@@ -388,3 +388,28 @@ def test_wait_and_events_are_in_the_openapi_schema(api):
 
     assert "/api/v1/agentos/jobs/{job_id}/wait/" in paths
     assert "text/event-stream" in paths["/api/v1/agentos/jobs/{job_id}/events/"]["get"]["responses"]["200"]["content"]
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_reply_streams_growing_content_deltas_before_the_terminal_event(http, start_worker, user, settings):
+    settings.AGENTOS_EVENTS_RECHECK_SECONDS = 30  # everything must come through pub/sub
+    start_worker()
+    agent = make_agent(user, model_options={"latency_ms": 1500})
+    message = "please stream this reply to me one word at a time"
+    accepted = http.post("send-message/", json={"agent_id": agent.public_id, "message": message}).json()
+
+    with http.stream("GET", f"jobs/{accepted['job_id']}/events/") as response:
+        received = events_of(response)
+
+    stored = [(e.get("id"), e["event"]) for e in received if e["event"] != "content.delta"]
+    deltas = [e for e in received if e["event"] == "content.delta"]
+    texts = [json.loads(e["data"])["text"] for e in deltas]
+    reply = json.loads(received[-1]["data"])["result"]["content"]
+    assert stored == [("1", "job.queued"), ("2", "job.running"), ("3", "job.succeeded")]
+    assert received[-1]["event"] == "job.succeeded"  # every delta came before the terminal event
+    assert len(texts) >= 3, texts
+    assert all(later.startswith(earlier) and len(later) > len(earlier) for earlier, later in zip(texts, texts[1:]))
+    assert texts[-1] == reply == f"Echo #1: {message}"
+    assert all("id" not in e for e in deltas)  # a delta leaves the client's Last-Event-ID alone
+    assert not JobEvent.objects.filter(job__public_id=accepted["job_id"], type="content.delta").exists()

@@ -238,3 +238,58 @@ def test_a_cancel_that_races_the_end_of_a_run_leaves_nothing_behind_in_agno(user
         cancel_run(job.public_id)  # the cancel arrives as the run ends, before agno registered it
 
     assert job.public_id not in get_active_runs()
+
+
+# --- streaming ------------------------------------------------------------------------------------------------
+
+def test_the_local_model_streams_a_slow_answer_in_pieces_spread_over_its_latency():
+    import time
+
+    from agno.models.message import Message
+
+    from apps.agents.local_model import LocalModel
+
+    started = time.monotonic()
+    arrivals = [(chunk.content, time.monotonic() - started) for chunk in
+                LocalModel(latency_ms=600).invoke_stream(messages=[Message(role="user", content="hi")])]
+
+    assert "".join(piece for piece, _ in arrivals) == "Echo #1: hi"
+    assert len(arrivals) >= 6
+    assert arrivals[0][1] < 0.3 and arrivals[-1][1] >= 0.55  # the first piece comes early, the last at the end
+
+
+def test_a_slow_run_relays_its_growing_text_and_still_writes_one_reply(user, monkeypatch):
+    from apps.events.models import JobEvent
+    from tests.factories import make_agent
+
+    published: list[str] = []
+    monkeypatch.setattr("workers.streaming.publish_content", lambda *, public_id, text: published.append(text) or True)
+    job = accept(user, make_agent(user, model_options={"latency_ms": 600}), "one two three four five six")
+
+    assert execute_message_job(job.pk) == "succeeded"
+
+    reply = ChatMessage.objects.get(job=job, role="assistant")
+    assert reply.content == "Echo #1: one two three four five six"
+    assert len(published) >= 3 and published[-1] == reply.content
+    assert all(later.startswith(earlier) and later != earlier for earlier, later in zip(published, published[1:]))
+    assert not JobEvent.objects.filter(job=job, type="content.delta").exists()  # deltas are never rows
+
+
+def test_a_quick_reply_publishes_no_content_delta(user, agent, monkeypatch):
+    published: list[str] = []
+    monkeypatch.setattr("workers.streaming.publish_content", lambda *, public_id, text: published.append(text) or True)
+    job = accept(user, agent, "Hello there")
+
+    assert execute_message_job(job.pk) == "succeeded"
+    assert published == []  # done within one interval: the terminal event carries it, nothing else is sent
+
+
+def test_a_relay_whose_redis_is_down_stops_trying_and_the_run_succeeds(user, monkeypatch):
+    from tests.factories import make_agent
+
+    attempts: list[str] = []
+    monkeypatch.setattr("workers.streaming.publish_content", lambda *, public_id, text: attempts.append(text) and False)
+    job = accept(user, make_agent(user, model_options={"latency_ms": 400}), "one two three four five six")
+
+    assert execute_message_job(job.pk) == "succeeded"
+    assert len(attempts) == 1  # one failed publish per job at most, not one timeout per chunk

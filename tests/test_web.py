@@ -88,6 +88,7 @@ def test_sending_from_the_chat_makes_a_job_and_a_live_reply_placeholder(alice, a
     html = response.content.decode()
     assert f'data-events="/agentos/jobs/{job.public_id}/events/"' in html
     assert f'value="{job.session.public_id}" hx-swap-oob="true"' in html
+    assert '<div class="content" aria-live="off"></div>' in html  # where the streamed text grows
     bad = alice.post(f"/agentos/chat/{agent.public_id}/send/", {"message": "   "})
     assert bad.status_code == 400 and b"message must be a non-empty string" in bad.content
 
@@ -117,6 +118,24 @@ def test_tokens_are_shown_once_and_revocable_only_by_their_owner(alice, mallory,
     alice.post("/agentos/account/", {"action": "revoke_token", "token": token.pk})
     token.refresh_from_db()
     assert token.revoked_at is not None
+
+
+def test_rotating_the_webhook_secret_in_the_account_page_changes_it(alice, mallory, user, other_user):
+    from apps.webhooks.models import WebhookSecret
+
+    def shown(client: Client) -> str:
+        return client.get("/agentos/account/").content.decode().split('<code id="webhook-secret">')[1].split("</code>")[0]
+
+    before, theirs = shown(alice), shown(mallory)
+
+    rotated = alice.post("/agentos/account/", {"action": "rotate_secret"})
+
+    after = shown(alice)
+    stored = WebhookSecret.objects.get(user=user)
+    assert rotated.status_code == 302 and rotated["Location"] == "/agentos/account/"
+    assert after != before and after.startswith("whsec_")
+    assert stored.secret == after and stored.rotated_at is not None  # new callbacks are signed with it
+    assert WebhookSecret.objects.get(user=other_user).secret == theirs == shown(mallory)  # nobody else's
 
 
 def test_only_the_owner_configures_an_agent_and_saving_bumps_the_version(alice, user, other_user):

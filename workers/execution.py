@@ -1,7 +1,9 @@
 """Run one message job: claim, run the agno agent outside any transaction, finish.
 
 Errors inside an agno run do not raise (agno returns status=error), so the
-outcome is read from `RunOutput.status`.
+outcome is read from `RunOutput.status`. The run streams: its reply's text
+goes out live as `content.delta` (pub/sub only, see workers.streaming), and
+the reply is written once at the end, as without streaming.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from apps.jobs.lifecycle import job_cancelled, job_claim, job_fail, job_succeed_
 from apps.jobs.models import Job
 from config.logging import log_context
 from workers.pool import get_pool
+from workers.streaming import ContentRelay, run_streamed
 from workers.watcher import watcher
 
 logger = logging.getLogger(__name__)
@@ -126,6 +129,7 @@ def execute_message_job(job_id: int) -> str:
 
 def _run_claimed(job: Job) -> str:
     from agno.run.base import RunStatus
+    from django.conf import settings
 
     agent = job.agent
     if agent is None or not agent.enabled:
@@ -140,8 +144,9 @@ def _run_claimed(job: Job) -> str:
         runner = pool.checkout(parts, user=job.owner, session_id=job.session.public_id,
                                tool_hooks=[_tool_events(job)], context=_sources_context(sources))
         release_connection_if_busy(pool.stats.in_flight)  # the task adapter counts this job in flight
-        output = runner.run(history, session_id=job.session.public_id, user_id=str(job.owner_id),
-                            run_id=job.public_id, stream=False)
+        relay = ContentRelay(job.public_id, settings.AGENTOS_STREAM_INTERVAL_MS)
+        output = run_streamed(runner, history, relay=relay, session_id=job.session.public_id,
+                              user_id=str(job.owner_id), run_id=job.public_id)
     if output.status == RunStatus.cancelled:
         return "cancelled" if job_cancelled(job=job) else "dropped"
     if output.status != RunStatus.completed:

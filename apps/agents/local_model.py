@@ -7,7 +7,9 @@ Conventions the tests and the demo rely on:
 - `/tool <name> <argument>` calls that tool (when the agent has it) with the
   argument, then answers `<name> returned: <result>`;
 - `/fail <reason>` makes the provider fail, like an upstream 5xx;
-- option `latency_ms` sleeps that long per model call, like a slow LLM;
+- option `latency_ms` takes that long per model call, like a slow LLM; a
+  streamed answer is spread over that time in several chunks (first chunk
+  after one slice of it), so live streaming is visible and testable offline;
 - with knowledge sources in its system prompt it quotes the first one.
 """
 from __future__ import annotations
@@ -44,6 +46,10 @@ def _from_sources(messages: list[Message]) -> str:
             first = text.split("<sources>", 1)[1].strip().splitlines()[0]
             return f"\n\nFrom the knowledge base: {first[:300]}"
     return ""
+
+
+# a streamed answer comes in at least this many pieces (fewer only when it is shorter)
+_MIN_CHUNKS = 6
 
 
 def _words(text: str) -> int:
@@ -91,12 +97,12 @@ class LocalModel(Model):
         return ModelResponse(role="assistant", content=content, tool_calls=tool_calls or [],
                              response_usage=usage)
 
-    def _wait(self, run_response: Any) -> None:
-        """Simulated model latency that a cancelled run does not sit out."""
+    def _wait(self, run_response: Any, ms: float | None = None) -> None:
+        """Simulated model latency (`ms`, by default all of `latency_ms`) that a cancelled run does not sit out."""
         from agno.run.cancel import is_cancelled
 
         run_id = getattr(run_response, "run_id", None)
-        deadline = time.monotonic() + self.latency_ms / 1000
+        deadline = time.monotonic() + (self.latency_ms if ms is None else ms) / 1000
         while (left := deadline - time.monotonic()) > 0:
             if run_id and is_cancelled(run_id):
                 return
@@ -116,28 +122,39 @@ class LocalModel(Model):
 
     def invoke_stream(self, *args: Any, messages: list[Message], tools: list[dict[str, Any]] | None = None,
                       run_response: Any = None, **kwargs: Any) -> Iterator[ModelResponse]:
-        if self.latency_ms:
-            self._wait(run_response)
-        yield from self._chunks(self._answer(messages, tools))
+        chunks = list(self._chunks(self._answer(messages, tools)))
+        for chunk in chunks:
+            if self.latency_ms:
+                self._wait(run_response, self.latency_ms / len(chunks))
+            yield chunk
 
     async def ainvoke_stream(self, *args: Any, messages: list[Message],  # type: ignore[override]
                              tools: list[dict[str, Any]] | None = None, **kwargs: Any
                              ) -> AsyncIterator[ModelResponse]:
-        if self.latency_ms:
-            await asyncio.sleep(self.latency_ms / 1000)
-        for chunk in self._chunks(self._answer(messages, tools)):
+        chunks = list(self._chunks(self._answer(messages, tools)))
+        for chunk in chunks:
+            if self.latency_ms:
+                await asyncio.sleep(self.latency_ms / 1000 / len(chunks))
             yield chunk
 
     @staticmethod
     def _chunks(full: ModelResponse) -> Iterator[ModelResponse]:
+        """The answer in pieces, usage on the last: words, or for a short answer
+        at least `_MIN_CHUNKS` slices of it, so even "Echo #1: hi" streams."""
         if full.tool_calls or not full.content:
             yield full
             return
-        words = str(full.content).split(" ")
-        for index, word in enumerate(words):
-            last = index == len(words) - 1
-            yield ModelResponse(role="assistant", content=word if index == 0 else " " + word,
-                                response_usage=full.response_usage if last else None)
+        text = str(full.content)
+        words = text.split(" ")
+        if len(words) >= _MIN_CHUNKS:
+            pieces = [word if index == 0 else " " + word for index, word in enumerate(words)]
+        else:
+            count = min(_MIN_CHUNKS, len(text))
+            bounds = [round(i * len(text) / count) for i in range(count + 1)]
+            pieces = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+        for index, piece in enumerate(pieces):
+            last = index == len(pieces) - 1
+            yield ModelResponse(role="assistant", content=piece, response_usage=full.response_usage if last else None)
 
     def _parse_provider_response(self, response: Any, **kwargs: Any) -> ModelResponse:
         return response  # type: ignore[no-any-return]

@@ -77,8 +77,9 @@ _SSE_DOC = {"responses": {
             openapi_extra=_SSE_DOC,
             description="Server-Sent Events. Replays the stored events after `Last-Event-ID` (header, or "
                         "`last_event_id` in the query), then follows the job live: `job.queued`, "
-                        "`job.running`, progress events (`tool_call.started`, `tool_call.completed`, "
-                        "`content.delta`) and one terminal event (`job.succeeded`, `job.failed`, "
+                        "`job.running`, progress events (`tool_call.started`, `tool_call.completed`), "
+                        "`content.delta` (live only: `{\"text\": <the reply so far>}`, no `id`, never "
+                        "stored or replayed) and one terminal event (`job.succeeded`, `job.failed`, "
                         "`job.cancelled`, `job.expired`), after which the stream closes. A `: keepalive` "
                         "comment comes every 15 s; a stream lasts at most AGENTOS_SSE_MAX_SECONDS, then the "
                         "client reconnects with Last-Event-ID and misses nothing.")

@@ -60,6 +60,23 @@ def publish(*, public_id: str, seq: int, type: str) -> None:
                        public_id, seq, exc)
 
 
+CONTENT_DELTA = "content.delta"
+
+
+def publish_content(*, public_id: str, text: str) -> bool:
+    """Ephemeral `content.delta`: the reply's text so far, on pub/sub only (no
+    row, no seq: it is not replayed; the final reply is in the terminal event).
+    The whole text rather than the piece, so a listener that joins late is at
+    once consistent. False when Redis is unreachable (the caller stops trying)."""
+    try:
+        client().publish(channel(public_id), json.dumps({"type": CONTENT_DELTA, "text": text}))
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("job %s: content delta not published (%s); the reply comes with the terminal event",
+                       public_id, exc)
+        return False
+    return True
+
+
 class Subscription:
     """A confirmed subscription to one job's channel.
 
@@ -111,7 +128,8 @@ class Subscription:
             pass
 
     def wait(self, timeout: float) -> dict[str, Any] | None:
-        """The next message on the channel (`{"seq": n, "type": ...}`), or None
+        """The next message on the channel (`{"seq": n, "type": ...}`, or
+        `{"type": "content.delta", "text": ...}`), or None
         once `timeout` seconds pass without one."""
         deadline = time.monotonic() + max(0.0, timeout)
         while (left := deadline - time.monotonic()) > 0:

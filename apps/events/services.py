@@ -2,8 +2,9 @@
 
 - `job_status_changed(*, job)`: called inside the transaction of every status
   transition of `job` (queued, running, and each terminal state).
-- `job_event_append(*, job, type, data)`: any other event of a running job
-  (tool call started/ended, content delta), called by the worker.
+- `job_event_append(*, job, type, data)`: any other recorded event of a running
+  job (tool call started/ended), called by the worker. The reply's live text
+  is not recorded: it goes out on pub/sub only (`pubsub.publish_content`).
 - `job_wait(*, job_id, timeout)`: block until the job is terminal or `timeout`
   seconds pass, without busy-polling the database.
 
@@ -104,7 +105,7 @@ def job_created(*, job: Job) -> None:
 
 
 def job_event_append(*, job: Job, type: str, data: dict[str, Any]) -> None:
-    """Record a progress event of an unfinished job (`tool_call.started`, `content.delta`, …).
+    """Record a progress event of an unfinished job (`tool_call.started`, …).
 
     Best effort: a job that has already ended gets nothing after its terminal
     event, and a database error is logged, not raised, so progress reporting

@@ -3,7 +3,11 @@
 Subscribe, then replay the stored events after the client's Last-Event-ID,
 then follow: a pub/sub message (or a periodic re-check, in case Redis lost
 it) makes the stream read the rows after the last `seq` it sent, so nothing
-is skipped or repeated. The stream ends after the terminal status event, or
+is skipped or repeated. `content.delta` messages (the reply's text so far,
+published by the worker on pub/sub only) are relayed as they come, with no
+`id:` so they leave the client's Last-Event-ID alone; they are never
+replayed, and the worker sends the last one before the job's terminal event
+commits, so they arrive before it. The stream ends after the terminal status event, or
 when it has lived `AGENTOS_SSE_MAX_SECONDS` (the client reconnects with
 Last-Event-ID and loses nothing).
 """
@@ -18,7 +22,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from apps.events.models import JobEvent
-from apps.events.pubsub import Subscription
+from apps.events.pubsub import CONTENT_DELTA, Subscription
 from apps.events.services import TERMINAL_TYPES, job_events_since, job_is_terminal, recheck_seconds
 from apps.jobs.models import Job
 
@@ -40,6 +44,10 @@ def keepalive_seconds() -> float:
 
 def sse_event(event: JobEvent) -> str:
     return f"id: {event.seq}\nevent: {event.type}\ndata: {json.dumps(event.data)}\n\n"
+
+
+def sse_content(text: str) -> str:
+    return f"event: {CONTENT_DELTA}\ndata: {json.dumps({'text': text})}\n\n"
 
 
 def job_event_stream(*, job: Job, after_seq: int) -> Iterator[str]:
@@ -81,5 +89,9 @@ def job_event_stream(*, job: Job, after_seq: int) -> Iterator[str]:
                 read_now = True
                 continue
             message = subscription.wait(min(deadline, next_keepalive, next_check) - now)
-            if message is not None and isinstance(message.get("seq"), int) and message["seq"] > last:
+            if message is None:
+                continue
+            if message.get("type") == CONTENT_DELTA and isinstance(message.get("text"), str):
+                yield sse_content(message["text"])
+            elif isinstance(message.get("seq"), int) and message["seq"] > last:
                 read_now = True

@@ -30,6 +30,9 @@ AGENTOS_SSE_MAX_SECONDS = env_int("AGENTOS_SSE_MAX_SECONDS", 300)
 AGENTOS_SSE_KEEPALIVE_SECONDS = env_float("AGENTOS_SSE_KEEPALIVE_SECONDS", 15.0)
 # wait/ and events/ re-read the database this often in case Redis lost a publish.
 AGENTOS_EVENTS_RECHECK_SECONDS = env_float("AGENTOS_EVENTS_RECHECK_SECONDS", 3.0)
+# A running reply's text goes out on SSE (`content.delta`) at most this often; a
+# reply that is done sooner publishes none (the terminal event carries it). 0: every chunk.
+AGENTOS_STREAM_INTERVAL_MS = env_int("AGENTOS_STREAM_INTERVAL_MS", 50)
 # How long an Idempotency-Key's first response is replayed.
 AGENTOS_IDEMPOTENCY_TTL = env_int("AGENTOS_IDEMPOTENCY_TTL", 24 * 3600)
 # A queued job whose message was lost is sent again after this many seconds.

@@ -1,5 +1,7 @@
 // Live replies: each pending reply follows its job's Server-Sent Events, shows
-// status and tool calls as they happen, and swaps in the finished reply.
+// status, tool calls and the reply's growing text (`content.delta`, which
+// carries the whole text so far) as they happen, and swaps in the finished,
+// rendered reply when the job ends.
 (function () {
   "use strict";
   function follow(el) {
@@ -7,6 +9,7 @@
     el.dataset.following = "1";
     var status = el.querySelector(".status");
     var tools = el.querySelector(".tools");
+    var content = el.querySelector(".content");
     var source = new EventSource(el.dataset.events);
     var done = false;
     function finish() {
@@ -25,6 +28,13 @@
       card.querySelector("strong").textContent = data.name;
       card.querySelector("code").textContent = JSON.stringify(data.arguments);
       tools.appendChild(card);
+    });
+    source.addEventListener("content.delta", function (e) {
+      var text = JSON.parse(e.data).text;
+      // the longest text wins: a stale delta never shrinks what is shown
+      if (done || !content || typeof text !== "string" || text.length < content.textContent.length) return;
+      content.textContent = text;
+      status.textContent = "Writing…";
     });
     ["job.succeeded", "job.failed", "job.cancelled", "job.expired"].forEach(function (type) {
       source.addEventListener(type, finish);

@@ -1,0 +1,82 @@
+"""Run an agno agent streaming, and relay its reply's text live while it grows.
+
+The relay is ephemeral (pub/sub only, `content.delta`, see
+apps.events.pubsub.publish_content): no database row per delta, and at most
+one publish per AGENTOS_STREAM_INTERVAL_MS. A reply done within the first
+interval publishes nothing at all, so a fast run costs what it did without
+streaming. The reply itself is still written once, by the caller, from the
+final RunOutput.
+"""
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from typing import Any
+
+from apps.events.pubsub import publish_content
+
+
+class ContentRelay:
+    """Coalesces content pieces into `content.delta` publishes of the text so far."""
+
+    def __init__(self, public_id: str, interval_ms: float) -> None:
+        self.public_id = public_id
+        self.interval = interval_ms / 1000
+        self.published = 0  # how many publishes went out
+        self._pieces: list[str] = []
+        self._length = 0
+        self._sent_length = 0
+        self._last = time.perf_counter()  # the first publish waits one interval: quick replies send none
+        self._broken = False
+
+    def add(self, piece: str) -> None:
+        self._pieces.append(piece)
+        self._length += len(piece)
+        now = time.perf_counter()
+        if now - self._last >= self.interval:
+            self._publish(now)
+
+    def flush(self) -> None:
+        """Once the model is done: a listener that saw part of the text sees all of it before the terminal event."""
+        if self.published and self._length > self._sent_length:
+            self._publish(time.perf_counter())
+
+    def _publish(self, now: float) -> None:
+        if self._broken:
+            return
+        text = "".join(self._pieces)
+        self._pieces = [text]
+        self._last = now
+        if publish_content(public_id=self.public_id, text=text):
+            self._sent_length = len(text)
+            self.published += 1
+        else:  # Redis is down: one timeout per job at most, the reply still comes with the terminal event
+            self._broken = True
+
+
+def run_streamed(runner: Any, message: Any, *, relay: ContentRelay, **run_kwargs: Any) -> Any:
+    """`runner.run(message, stream=True)` to its end; returns the final RunOutput.
+
+    agno's streamed run yields the RunOutput last (`yield_run_output`), except
+    when the run errored: then it ends with a RunErrorEvent, which becomes an
+    error RunOutput here, so the caller reads `status` as before."""
+    from agno.run.agent import RunContentEvent, RunErrorEvent, RunOutput
+    from agno.run.base import RunStatus
+
+    output: Any = None
+    error: Any = None
+    with closing(runner.run(message, stream=True, yield_run_output=True, **run_kwargs)) as events:
+        for event in events:
+            if isinstance(event, RunContentEvent):
+                if isinstance(event.content, str) and event.content:
+                    relay.add(event.content)
+            elif isinstance(event, RunOutput):
+                output = event
+            elif isinstance(event, RunErrorEvent):
+                error = event
+    relay.flush()
+    if output is None:
+        output = RunOutput(run_id=run_kwargs.get("run_id"), session_id=run_kwargs.get("session_id"),
+                           status=RunStatus.error,
+                           content=(getattr(error, "content", None) or "the model run failed"))
+    return output
