@@ -86,8 +86,7 @@ def test_agentos_test_passes_and_leaves_every_users_history_as_it_was(start_work
     for agent in (mine, theirs):
         result, ms, detail = rows[f"agent {agent.public_id} ({agent.name})"]
         assert ms > 0 and "replied via job" in detail
-    assert rows["knowledge search"][2] == "1 attached knowledge base(s): 1 chunk(s), best score " + \
-        rows["knowledge search"][2].rsplit(" ", 1)[1]
+    assert rows["knowledge search"][2].startswith("1 attached knowledge base(s): 1 chunk(s), best score")
     assert rows["embedding model"][2].endswith("384 dimensions")
     assert history(user, other_user) == before  # each owner was asked as, and nothing stayed
 

@@ -9,7 +9,6 @@ history; see the README's agentos_test section for why not a system user.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
