@@ -168,6 +168,29 @@ def test_user_id_and_reload_flags(agentos, user, other_user):
     assert run(alice, alices.public_id, "hi").status_code == 404
 
 
+def listening_on(port: int) -> set[str]:
+    """The IPv4 addresses a socket of this machine listens on at `port`, from the kernel's own table."""
+    addresses = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port_hex = local.split(":")
+        if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+            addresses.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return addresses
+
+
+def test_agentos_start_binds_loopback_unless_told_and_warns_for_another_host(agentos):
+    default, public = agentos(), agentos("--host", "0.0.0.0")
+
+    assert listening_on(default.port) == {"127.0.0.1"}
+    assert "reachable from other machines" not in default.log.read_text()
+    assert listening_on(public.port) == {"0.0.0.0"}
+    log = public.log.read_text()
+    assert f"on http://0.0.0.0:{public.port}" in log
+    assert "Binding 0.0.0.0: the AgentOS server is reachable from other machines (token auth still applies)." in log
+    assert public.client(None).get("/agents").status_code == 401, "a public bind is still not open anonymously"
+
+
 def test_agentos_start_refuses_to_start_when_disabled_or_for_an_unknown_user(db):
     with override_settings(AGENTOS_ENABLED=False), pytest.raises(CommandError, match="disabled"):
         call_command("agentos_start")

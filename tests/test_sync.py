@@ -15,10 +15,15 @@ from tests.factories import make_agent, make_token, make_user
 from workers.sync import periodic_sync
 
 
-def run_sync(*args):
+def run_sync_with_progress(*args: str) -> tuple[str, str]:
+    """The command's report (stdout) and its progress output (stderr)."""
     out, err = io.StringIO(), io.StringIO()
     call_command("agentos_sync", *args, stdout=out, stderr=err)
-    return out.getvalue()
+    return out.getvalue(), err.getvalue()
+
+
+def run_sync(*args: str) -> str:
+    return run_sync_with_progress(*args)[0]
 
 
 @pytest.mark.django_db
@@ -28,6 +33,17 @@ def test_inline_sync_marks_agents_ok_and_records_their_configuration(user, agent
     agent.refresh_from_db()
     assert agent.sync_status == "ok" and agent.synced_at is not None and agent.config_hash
     assert agent.public_id in output and "ok 1" in output
+
+
+@pytest.mark.django_db
+def test_a_sync_over_several_agents_shows_its_progress_on_stderr(user):
+    for i in range(4):
+        make_agent(user, name=f"a{i}")
+
+    output, progress = run_sync_with_progress("--inline")
+
+    assert "syncing agents" in progress and "4/4" in progress
+    assert "syncing agents" not in output, "the report stays clean for a pipe"
 
 
 @pytest.mark.django_db
@@ -199,10 +215,11 @@ def test_queued_sync_runs_on_a_worker_and_reports_progress(start_worker, user):
     start_worker(queues="sync")
     agents = [make_agent(user, name=f"a{i}") for i in range(3)]
 
-    output = run_sync("--timeout", "30")
+    output, progress = run_sync_with_progress("--timeout", "30")
 
     assert all(Agent.objects.get(pk=a.pk).sync_status == "ok" for a in agents)
     assert "total 3" in output and "ok 3" in output
+    assert "queued on 'sync'" in progress and "syncing agents" in progress and "3/3" in progress
 
 
 @pytest.mark.worker

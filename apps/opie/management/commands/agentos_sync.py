@@ -66,11 +66,13 @@ class Command(BaseCommand):
         with self._progress() as progress:
             task = progress.add_task("sync", total=None)
             while True:
+                # the status first, then the events: every progress event written before the
+                # job ended is read before the loop stops, so the bar ends at its true count
+                job.refresh_from_db()
                 for event in job_events_since(job=job, after_seq=seen):
                     seen = event.seq
                     if event.type == "sync.progress":
                         progress.update(task, completed=event.data["done"], total=event.data["total"])
-                job.refresh_from_db()
                 if job.is_terminal:
                     break
                 if time.monotonic() > deadline:
