@@ -57,6 +57,22 @@ def test_openai_like_provider_uses_the_agents_base_url(user, settings, fake_llm)
 
 
 @pytest.mark.django_db
+def test_a_provider_answer_with_nothing_in_it_fails_the_job_with_no_reply(user, settings):
+    settings.OPENAI_LIKE_API_KEY = "local-key"
+    with FakeOpenAI(script=["empty"]) as server:
+        agent = make_agent(user, model_provider="openai_like", model_id="llama", tools=[],
+                           model_options={"base_url": server.url})
+        job = message_send(user=user, agent=agent, message="anyone there?")
+
+        assert execute_message_job(job.pk) == "failed"
+
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == ("failed", "model_error")
+    assert "empty reply" in job.error_message
+    assert not ChatMessage.objects.filter(job=job, role="assistant").exists()
+
+
+@pytest.mark.django_db
 def test_agents_on_one_endpoint_share_one_connection_pool_made_when_they_warm_up(user, settings, fake_llm):
     from workers.pool import get_pool
 

@@ -153,6 +153,11 @@ def _run_claimed(job: Job) -> str:
         return "failed" if job_fail(job=job, code="model_error",
                                     message=str(output.content or "the model run failed")) else "dropped"
     content = output.content if isinstance(output.content, str) else str(output.content or "")
+    if not content.strip() and not output.tools:
+        # a stream that ended without a single chunk (a provider cut off or answering
+        # nonsense) completes with nothing: that is no reply to store
+        return "failed" if job_fail(job=job, code="model_error",
+                                    message="The model returned an empty reply.") else "dropped"
     reply = job_succeed_message(job=job, content=content, tool_calls=_tool_calls(output),
                                 metrics=_metrics(output, started),
                                 sources=[{k: v for k, v in s.items() if k != "chunk_id"} for s in sources])
