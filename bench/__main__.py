@@ -42,10 +42,11 @@ def say(text: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-def start(name: str, args: list[str]) -> subprocess.Popen[bytes]:
+def start(name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     (VAR / "logs").mkdir(parents=True, exist_ok=True)
     log = open(VAR / "logs" / f"{name}.log", "wb")
-    proc = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(args, cwd=ROOT, env=env or ENV, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     PROCS.append(proc)
     return proc
 
@@ -86,9 +87,11 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 def worker(name: str, queues: str, pool: str, concurrency: int, app: str = "celery_app") -> subprocess.Popen[bytes]:
+    # Opie's worker as the Procfile runs it (its threads share 20 pooled connections); the naive one unpooled
+    env = {**ENV, "DB_POOL_SIZE": "20"} if app == "celery_app" else ENV
     proc = start(name, [PY, "-m", "celery", "-A", app, "worker", "--pool", pool, "--concurrency", str(concurrency),
                         "-Q", queues, "-n", f"{name}@bench", "--without-mingle", "--without-gossip",
-                        "--loglevel", "WARNING"])
+                        "--loglevel", "WARNING"], env)
     from celery_app import app as celery
 
     deadline = time.monotonic() + 60

@@ -6,9 +6,8 @@ os.environ.setdefault("OPIE_REDIS_DB", "15")
 os.environ.setdefault("AGENTOS_REQUEUE_AFTER", "5")
 # test databases are dropped at the end: no thread may keep a connection to them
 os.environ.setdefault("DB_CONN_MAX_AGE", "0")
-# nor a pool in the test process (its tests open and drop databases); the worker
-# processes the tests start are pooled as in production (tests/conftest.py)
-os.environ.setdefault("DB_POOL_SIZE", "0")
+# (like the web tier, the test process is unpooled; the worker processes the
+# tests start are pooled as in production: tests/conftest.py)
 
 from config.settings import *  # noqa: E402,F401,F403
 

@@ -6,8 +6,8 @@ from urllib.parse import parse_qs, unquote, urlparse
 from config.env import env_bool, env_float, env_int, env_str
 
 
-# connections per process, pooled; 0: no pool (see database_from_url)
-DB_POOL_SIZE = env_int("DB_POOL_SIZE", 20)
+# connections per process, pooled; 0 (the default): no pool (see database_from_url)
+DB_POOL_SIZE = env_int("DB_POOL_SIZE", 0)
 
 
 def database_from_url(url: str) -> dict[str, object]:
@@ -18,14 +18,17 @@ def database_from_url(url: str) -> dict[str, object]:
     host = query.pop("host", None) or (parsed.hostname or "")
     options: dict[str, object] = {"connect_timeout": env_int("DB_CONNECT_TIMEOUT", 5), **query}
     # A pool of at most DB_POOL_SIZE connections per process (psycopg_pool through
-    # Django): a worker's hundreds of threads share a few connections, each held
-    # only for a job's short database phases, and "closing" one returns it to the
-    # pool instead of paying PostgreSQL a new backend per phase. 0 turns pooling
-    # off (persistent connections, DB_CONN_MAX_AGE), e.g. for prefork children.
+    # Django), for the agents worker: its hundreds of threads share a few
+    # connections, each held only for a job's short database phases, and
+    # "closing" one returns it to the pool instead of paying PostgreSQL a new
+    # backend per phase. Off (0) elsewhere: the web's fixed threads keep
+    # persistent connections (DB_CONN_MAX_AGE), and while PostgreSQL is down an
+    # unpooled request fails at once with 503, where a pool would make it wait
+    # DB_POOL_TIMEOUT for a connection it cannot open.
     pool_size = DB_POOL_SIZE
     if pool_size > 0:
         options["pool"] = {"min_size": min(2, pool_size), "max_size": pool_size,
-                           "timeout": env_float("DB_POOL_TIMEOUT", 30.0)}
+                           "timeout": env_float("DB_POOL_TIMEOUT", 10.0)}
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": unquote(parsed.path.lstrip("/")),
