@@ -258,38 +258,87 @@ def test_the_local_model_streams_a_slow_answer_in_pieces_spread_over_its_latency
     assert arrivals[0][1] < 0.3 and arrivals[-1][1] >= 0.55  # the first piece comes early, the last at the end
 
 
-def test_a_slow_run_relays_its_growing_text_and_still_writes_one_reply(user, monkeypatch):
+class Listener:
+    """A real subscriber to a job's pub/sub channel, collecting its `content.delta` texts in a thread."""
+
+    def __init__(self, public_id: str) -> None:
+        import threading
+
+        from apps.events.pubsub import Subscription
+
+        self.texts: list[str] = []
+        self._done = threading.Event()
+        self._subscription = Subscription(public_id).__enter__()
+        assert self._subscription.live, "the tests' Redis is up"
+        self._thread = threading.Thread(target=self._listen)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._done.is_set():
+            message = self._subscription.wait(0.05)
+            if message is not None and message.get("type") == "content.delta":
+                self.texts.append(message["text"])
+
+    def stop(self) -> list[str]:
+        self._done.set()
+        self._thread.join()
+        self._subscription.close()
+        return self.texts
+
+
+def test_a_slow_run_relays_its_growing_text_to_a_listener_and_still_writes_one_reply(user):
     from apps.events.models import JobEvent
     from tests.factories import make_agent
 
-    published: list[str] = []
-    monkeypatch.setattr("workers.streaming.publish_content", lambda *, public_id, text: published.append(text) or True)
     job = accept(user, make_agent(user, model_options={"latency_ms": 600}), "one two three four five six")
+    listener = Listener(job.public_id)
 
     assert execute_message_job(job.pk) == "succeeded"
 
+    texts = listener.stop()
     reply = ChatMessage.objects.get(job=job, role="assistant")
     assert reply.content == "Echo #1: one two three four five six"
-    assert len(published) >= 3 and published[-1] == reply.content
-    assert all(later.startswith(earlier) and later != earlier for earlier, later in zip(published, published[1:]))
+    assert len(texts) >= 3 and texts[-1] == reply.content
+    assert all(later.startswith(earlier) and later != earlier for earlier, later in zip(texts, texts[1:]))
     assert not JobEvent.objects.filter(job=job, type="content.delta").exists()  # deltas are never rows
 
 
-def test_a_quick_reply_publishes_no_content_delta(user, agent, monkeypatch):
-    published: list[str] = []
-    monkeypatch.setattr("workers.streaming.publish_content", lambda *, public_id, text: published.append(text) or True)
+def test_a_quick_reply_sends_its_listener_no_content_delta(user, agent):
     job = accept(user, agent, "Hello there")
+    listener = Listener(job.public_id)
 
     assert execute_message_job(job.pk) == "succeeded"
-    assert published == []  # done within one interval: the terminal event carries it, nothing else is sent
+    assert listener.stop() == []  # done within one interval: the terminal event carries it, nothing else is sent
 
 
-def test_a_relay_whose_redis_is_down_stops_trying_and_the_run_succeeds(user, monkeypatch):
+def test_a_relay_nobody_listens_to_backs_off_to_about_one_publish_a_second():
+    import time
+
+    from workers.streaming import ContentRelay
+
+    def relay_for(seconds: float, listen: bool) -> tuple[ContentRelay, list[str]]:
+        relay = ContentRelay(f"job-relay-{listen}", interval_ms=50)
+        listener = Listener(relay.public_id) if listen else None
+        ends = time.monotonic() + seconds
+        while time.monotonic() < ends:
+            relay.add("word ")
+            time.sleep(0.01)
+        relay.flush()
+        return relay, listener.stop() if listener else []
+
+    watched, heard = relay_for(1.6, listen=True)
+    unwatched, _ = relay_for(1.6, listen=False)
+
+    assert watched.published >= 20 and len(heard) == watched.published  # every 50 ms while someone listens
+    assert unwatched.published <= 5  # 50, 100, 200, 400, 800 ms apart once nobody did
+
+
+def test_a_relay_whose_redis_is_down_stops_trying_and_the_run_succeeds(user, settings, caplog):
     from tests.factories import make_agent
 
-    attempts: list[str] = []
-    monkeypatch.setattr("workers.streaming.publish_content", lambda *, public_id, text: attempts.append(text) and False)
     job = accept(user, make_agent(user, model_options={"latency_ms": 400}), "one two three four five six")
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
 
     assert execute_message_job(job.pk) == "succeeded"
-    assert len(attempts) == 1  # one failed publish per job at most, not one timeout per chunk
+    failed = [r for r in caplog.records if "content delta not published" in r.getMessage()]
+    assert len(failed) == 1  # one failed publish per job at most, not one timeout per chunk

@@ -2,10 +2,13 @@
 
 The relay is ephemeral (pub/sub only, `content.delta`, see
 apps.events.pubsub.publish_content): no database row per delta, and at most
-one publish per AGENTOS_STREAM_INTERVAL_MS. A reply done within the first
-interval publishes nothing at all, so a fast run costs what it did without
-streaming. The reply itself is still written once, by the caller, from the
-final RunOutput.
+one publish per AGENTOS_STREAM_INTERVAL_MS while someone listens. Nobody
+listens to most runs (API clients poll, wait or take a webhook), so a publish
+that reached no one doubles the wait before the next, up to a second: an
+unwatched run costs about one publish a second, and a listener that joins
+late has its first delta within a second. A reply done within the first
+interval publishes nothing at all. The reply itself is still written once, by
+the caller, from the final RunOutput.
 """
 from __future__ import annotations
 
@@ -15,17 +18,22 @@ from typing import Any
 
 from apps.events.pubsub import publish_content
 
+# the longest wait between two publishes of a run nobody was listening to
+IDLE_INTERVAL = 1.0
+
 
 class ContentRelay:
     """Coalesces content pieces into `content.delta` publishes of the text so far."""
 
     def __init__(self, public_id: str, interval_ms: float) -> None:
         self.public_id = public_id
-        self.interval = interval_ms / 1000
+        self.base_interval = interval_ms / 1000
+        self.interval = self.base_interval
         self.published = 0  # how many publishes went out
         self._pieces: list[str] = []
         self._length = 0
         self._sent_length = 0
+        self._heard = False  # whether the last publish reached a listener
         self._last = time.perf_counter()  # the first publish waits one interval: quick replies send none
         self._broken = False
 
@@ -37,8 +45,9 @@ class ContentRelay:
             self._publish(now)
 
     def flush(self) -> None:
-        """Once the model is done: a listener that saw part of the text sees all of it before the terminal event."""
-        if self.published and self._length > self._sent_length:
+        """Once the model is done: a listener that saw part of the text sees all of it before the
+        terminal event (which carries the reply anyway, for one that joined since)."""
+        if self._heard and self._length > self._sent_length:
             self._publish(time.perf_counter())
 
     def _publish(self, now: float) -> None:
@@ -47,11 +56,14 @@ class ContentRelay:
         text = "".join(self._pieces)
         self._pieces = [text]
         self._last = now
-        if publish_content(public_id=self.public_id, text=text):
-            self._sent_length = len(text)
-            self.published += 1
-        else:  # Redis is down: one timeout per job at most, the reply still comes with the terminal event
+        listeners = publish_content(public_id=self.public_id, text=text)
+        if listeners is None:  # Redis is down: one timeout per job at most, the reply still comes with the terminal event
             self._broken = True
+            return
+        self._sent_length = len(text)
+        self.published += 1
+        self._heard = listeners > 0
+        self.interval = self.base_interval if self._heard else min(IDLE_INTERVAL, self.interval * 2)
 
 
 def run_streamed(runner: Any, message: Any, *, relay: ContentRelay, **run_kwargs: Any) -> Any:

@@ -63,18 +63,18 @@ def publish(*, public_id: str, seq: int, type: str) -> None:
 CONTENT_DELTA = "content.delta"
 
 
-def publish_content(*, public_id: str, text: str) -> bool:
+def publish_content(*, public_id: str, text: str) -> int | None:
     """Ephemeral `content.delta`: the reply's text so far, on pub/sub only (no
     row, no seq: it is not replayed; the final reply is in the terminal event).
     The whole text rather than the piece, so a listener that joins late is at
-    once consistent. False when Redis is unreachable (the caller stops trying)."""
+    once consistent. Returns how many listeners got it, or None when Redis is
+    unreachable (the caller stops trying)."""
     try:
-        client().publish(channel(public_id), json.dumps({"type": CONTENT_DELTA, "text": text}))
+        return int(client().publish(channel(public_id), json.dumps({"type": CONTENT_DELTA, "text": text})))
     except (redis.RedisError, OSError) as exc:
         logger.warning("job %s: content delta not published (%s); the reply comes with the terminal event",
                        public_id, exc)
-        return False
-    return True
+        return None
 
 
 class Subscription:
