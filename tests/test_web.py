@@ -160,3 +160,24 @@ def test_only_the_owner_configures_an_agent_and_saving_bumps_the_version(alice, 
 def test_the_app_has_its_own_404_page(alice):
     response = alice.get("/agentos/nowhere/")
     assert response.status_code == 404 and b"Back to the dashboard" in response.content
+
+
+def test_an_unexpected_error_is_the_apps_500_page_or_a_json_error_under_the_api(user, settings):
+    settings.ROOT_URLCONF = "tests.boom_urls"
+    client = Client(raise_request_exception=False)
+    client.force_login(user)
+
+    page = client.get("/agentos/boom/")
+    api = client.get("/api/v1/agentos/boom/")
+
+    assert page.status_code == 500 and b"Server error" in page.content and b"Back to the dashboard" in page.content
+    assert b"an unexpected failure" not in page.content  # no traceback or message leaks
+    assert api.status_code == 500 and api.json()["error"]["code"] == "internal_error"
+
+
+def test_a_refusal_is_the_apps_403_page(alice, settings):
+    settings.ROOT_URLCONF = "tests.boom_urls"
+
+    response = alice.get("/agentos/forbidden/")
+
+    assert response.status_code == 403 and b"Not allowed" in response.content
