@@ -474,9 +474,9 @@ def main() -> None:
     try:
         ctx = setup()
         port = free_port()
-        NAMED["web"] = start("web", [str(Path(PY).parent / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                      "--worker-class", "gthread", "--workers", "2", "--threads", "16", "--timeout", "120",
-                      "--keep-alive", "10"])
+        NAMED["web"] = start("web", [str(Path(PY).parent / "gunicorn"), "config.wsgi:application",
+                                     "--bind", f"127.0.0.1:{port}", "--worker-class", "gthread", "--workers", "2",
+                                     "--threads", "16", "--timeout", "120", "--keep-alive", "10"])
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/healthz")
         results: dict[str, Any] = {"quick": quick, "machine": machine()}

@@ -31,7 +31,7 @@ def test_send_message_accepts_with_202_and_writes_message_and_job_together(api, 
     assert job.enqueued_at is not None
 
 
-def test_a_message_whose_publish_fails_is_left_for_the_sweeper(api, agent, settings, django_capture_on_commit_callbacks):
+def test_a_message_whose_publish_fails_is_left_for_the_sweeper(api, agent, django_capture_on_commit_callbacks):
     from celery_app import app
 
     with django_capture_on_commit_callbacks() as callbacks:

@@ -57,7 +57,7 @@ class ContentRelay:
         self._pieces = [text]
         self._last = now
         listeners = publish_content(public_id=self.public_id, text=text)
-        if listeners is None:  # Redis is down: one timeout per job at most, the reply still comes with the terminal event
+        if listeners is None:  # Redis is down: one timeout per job at most; the terminal event has the reply
             self._broken = True
             return
         self._sent_length = len(text)

@@ -84,7 +84,8 @@ def job_claim(*, job_id: int, worker: str) -> Job | None:
 
 # The claim, as one statement (which also numbers its `job.running` event):
 # every job's hot path starts here, and the ORM spent more CPU composing it
-# than PostgreSQL spends running it. The same rule as `_claimable` and `earlier_unfinished_in_session` (tests cover each case).
+# than PostgreSQL spends running it. The same rule as `_claimable` and
+# `earlier_unfinished_in_session` (tests cover each case).
 _CLAIM_SQL = """
 UPDATE jobs_job AS j
    SET status = 'running', lease_token = %(token)s, worker = %(worker)s, lease_expires_at = %(lease)s,

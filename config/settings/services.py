@@ -25,9 +25,8 @@ def database_from_url(url: str) -> dict[str, object]:
     # persistent connections (DB_CONN_MAX_AGE), and while PostgreSQL is down an
     # unpooled request fails at once with 503, where a pool would make it wait
     # DB_POOL_TIMEOUT for a connection it cannot open.
-    pool_size = DB_POOL_SIZE
-    if pool_size > 0:
-        options["pool"] = {"min_size": min(2, pool_size), "max_size": pool_size,
+    if DB_POOL_SIZE > 0:
+        options["pool"] = {"min_size": min(2, DB_POOL_SIZE), "max_size": DB_POOL_SIZE,
                            "timeout": env_float("DB_POOL_TIMEOUT", 10.0)}
     return {
         "ENGINE": "django.db.backends.postgresql",
@@ -36,7 +35,7 @@ def database_from_url(url: str) -> dict[str, object]:
         "PASSWORD": unquote(parsed.password or ""),
         "HOST": host,
         "PORT": str(parsed.port or ""),
-        "CONN_MAX_AGE": 0 if pool_size > 0 else env_int("DB_CONN_MAX_AGE", 60),  # a pooled one is reused anyway
+        "CONN_MAX_AGE": 0 if DB_POOL_SIZE > 0 else env_int("DB_CONN_MAX_AGE", 60),  # a pooled one is reused anyway
         "CONN_HEALTH_CHECKS": True,
         "OPTIONS": options,
         "TEST": {"NAME": env_str("TEST_DATABASE_NAME") or None},
