@@ -1,6 +1,98 @@
-import os
+"""The ASGI application: what gunicorn's uvicorn workers serve (Procfile, Compose, tests).
 
-from django.core.asgi import get_asgi_application
+Clients that wait (SSE on `jobs/<id>/events/`, long-poll on `jobs/<id>/wait/`,
+`send-message` with `wait`, the chat page's live stream) are served by async
+views: each one is a coroutine, and holds no thread while it waits.
+
+Django's own ASGI handler would still give each request a thread of its own
+(`ThreadSensitiveContext` makes a one-thread executor per request, and the
+request signals' sync receivers and every `MiddlewareMixin` hop to it), kept
+until the response ends: one idle thread per open stream. Here every
+request's sync work — sync views, middleware hooks, the ORM calls of async
+views — runs instead on one bounded pool of `WEB_THREADS` threads per process,
+reused across requests like gunicorn's gthread workers, so a thread is held
+only while sync code runs and each keeps a persistent database connection.
+
+Connections then belong to pool threads, not to requests, so the pool tidies
+them after every call (close one that errored and is unusable, or outlived
+CONN_MAX_AGE), and the per-request `close_old_connections` receivers, which
+would only check whichever pool thread the signal happened to run on, are
+disconnected.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable
+
+import django
+from asgiref.sync import ThreadSensitiveContext
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-application = get_asgi_application()
+django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application() does first
+
+
+def release_connections() -> None:
+    """End of a unit of sync work on this thread, as the end of a request is for
+    Django: drop a connection that errored and no longer works, or that
+    outlived CONN_MAX_AGE (0: every call). A healthy persistent one stays,
+    without a health-check query."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and (
+                conn.errors_occurred or (conn.close_at is not None and time.monotonic() >= conn.close_at)):
+            conn.close_if_unusable_or_obsolete()
+
+
+class WebThreads(ThreadPoolExecutor):
+    """The web process's threads for sync work; each call ends with `release_connections`."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        def call() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                release_connections()
+        return super().submit(call)
+
+
+class OpieASGIHandler(ASGIHandler):
+    def __init__(self) -> None:
+        from django.conf import settings
+        from django.core import signals
+        from django.db import close_old_connections
+
+        super().__init__()
+        self.threads = WebThreads(max_workers=settings.WEB_THREADS, thread_name_prefix="opie-web")
+        signals.request_started.disconnect(close_old_connections)
+        signals.request_finished.disconnect(close_old_connections)
+        self._loops: set[int] = set()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
+        if scope["type"] != "http":
+            return await super().__call__(scope, receive, send)  # refused, as Django refuses it
+        loop = asyncio.get_running_loop()
+        if id(loop) not in self._loops:  # `sync_to_async(thread_sensitive=False)` runs there too
+            loop.set_default_executor(self.threads)
+            self._loops.add(id(loop))
+        async with ThreadSensitiveContext(executor=self.threads):
+            await self.handle(scope, receive, send)
+
+    @staticmethod
+    async def _lifespan(receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+application = OpieASGIHandler()

@@ -12,3 +12,5 @@ os.environ.setdefault("DB_CONN_MAX_AGE", "0")
 from config.settings import *  # noqa: E402,F401,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# the live server serves static files as production does (WhiteNoise), from the apps' static folders
+WHITENOISE_USE_FINDERS = True

@@ -1,10 +1,13 @@
-"""Fixtures: real PostgreSQL (pgvector), real Redis, real Celery worker processes."""
+"""Fixtures: real PostgreSQL (pgvector), real Redis, real Celery worker processes, and the
+web served as in production: Opie's ASGI application on uvicorn."""
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -144,6 +147,49 @@ def start_worker(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[...
     yield start
     for worker in started:
         worker.stop()
+
+
+class AsgiLiveServer:
+    """`config.asgi:application` on uvicorn (uvloop, httptools: what gunicorn's uvicorn
+    workers run), in a thread of the test process so it shares the test database and
+    the settings a test changes. Replaces pytest-django's WSGI live server; the
+    Procfile's own command line is tested in tests/test_serving.py."""
+
+    def __init__(self) -> None:
+        import uvicorn
+        from django.test.utils import modify_settings
+
+        from config.asgi import application
+
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self._server = uvicorn.Server(uvicorn.Config(application, loop="uvloop", http="httptools", lifespan="on",
+                                                     log_level="warning", access_log=False))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the ASGI test server did not start")
+            time.sleep(0.02)
+        # what pytest-django's helper enables around each test that uses the live server
+        self._live_server_modified_settings = modify_settings(ALLOWED_HOSTS={"append": "127.0.0.1"})
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(30)
+        self._socket.close()
+
+    def __str__(self) -> str:
+        return self.url
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[AsgiLiveServer]:
+    server = AsgiLiveServer()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

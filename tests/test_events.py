@@ -7,11 +7,13 @@ import time
 from typing import Any, Callable, Iterator
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import connection, transaction
 
 from apps.common import DomainError
 from apps.events.models import JobEvent
-from apps.events.services import job_event_append, job_events_since, job_status_changed, job_wait
+from apps.events.services import job_event_append, job_events_since, job_status_changed
+from apps.events.waiting import job_wait
 from apps.jobs.models import Job
 from apps.jobs.services import message_send
 from tests.factories import make_agent
@@ -224,7 +226,7 @@ def test_wait_notices_an_ending_whose_publish_was_lost(user, agent, settings):
 
     in_thread(end_silently)
     started = time.monotonic()
-    job_wait(job_id=job.pk, timeout=10)
+    async_to_sync(job_wait)(public_id=job.public_id, timeout=10)
 
     assert 0.25 < time.monotonic() - started < 2
 
@@ -237,7 +239,7 @@ def test_events_are_recorded_and_waits_end_when_redis_is_unreachable(user, agent
 
     in_thread(execute_message_job, job.pk)
     started = time.monotonic()
-    job_wait(job_id=job.pk, timeout=10)
+    async_to_sync(job_wait)(public_id=job.public_id, timeout=10)
 
     assert time.monotonic() - started < 3
     assert types_of(job) == ["job.queued", "job.running", "job.succeeded"]

@@ -1,6 +1,8 @@
 """The worker path, called directly: claim, run, fenced finish, per-session order."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from apps.agents.services import agent_update
@@ -264,25 +266,29 @@ class Listener:
     def __init__(self, public_id: str) -> None:
         import threading
 
-        from apps.events.pubsub import Subscription
+        from apps.events.pubsub import channel, client
 
         self.texts: list[str] = []
         self._done = threading.Event()
-        self._subscription = Subscription(public_id).__enter__()
-        assert self._subscription.live, "the tests' Redis is up"
+        self._pubsub = client().pubsub()
+        self._pubsub.subscribe(channel(public_id))
+        confirmed = self._pubsub.get_message(timeout=2)
+        assert confirmed is not None and confirmed["type"] == "subscribe", "the tests' Redis is up"
         self._thread = threading.Thread(target=self._listen)
         self._thread.start()
 
     def _listen(self) -> None:
         while not self._done.is_set():
-            message = self._subscription.wait(0.05)
-            if message is not None and message.get("type") == "content.delta":
-                self.texts.append(message["text"])
+            message = self._pubsub.get_message(timeout=0.05)
+            if message is not None and message["type"] == "message":
+                payload = json.loads(message["data"])
+                if payload.get("type") == "content.delta":
+                    self.texts.append(payload["text"])
 
     def stop(self) -> list[str]:
         self._done.set()
         self._thread.join()
-        self._subscription.close()
+        self._pubsub.close()
         return self.texts
 
 

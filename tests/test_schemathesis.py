@@ -49,23 +49,15 @@ EXCLUDED_CHECKS: list[Any] = [
 
 
 @pytest.fixture
-def real_objects(db: Any, user: Any, token: str, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+def real_objects(db: Any, user: Any, token: str, settings: Any) -> Iterator[dict]:
     """alice with a token, an agent, a session with a queued job, a knowledge base with a document."""
-    from apps.events import api as events_api
-    from apps.api import api as rest_api
-    from apps.events.services import job_wait
     from apps.knowledge import services as kb_services
     from apps.opie.agentos.service import AgentOSService
 
     settings.AGENTOS_RATE_LIMIT_PER_MINUTE = 0  # fuzzing is not abuse; 429 is covered in its own tests
     settings.AGENTOS_SSE_MAX_SECONDS = 0.05  # no worker runs here: a live stream would only wait
     settings.AGENTOS_SSE_KEEPALIVE_SECONDS = 0.05
-
-    def short_wait(*, job_id: int, timeout: float) -> None:  # same code path, without the long sleep
-        job_wait(job_id=job_id, timeout=min(timeout, 0.02))
-
-    monkeypatch.setattr(events_api, "job_wait", short_wait)
-    monkeypatch.setattr(rest_api, "job_wait", short_wait)
+    settings.AGENTOS_WAIT_MAX_SECONDS = 0.02  # a long-poll answers at once with the current status
     # As django.test.Client does: a request must not close the connection holding this test's transaction.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)

@@ -1,8 +1,13 @@
-"""The REST API at /api/v1/agentos/: thin views over AgentOSService."""
+"""The REST API at /api/v1/agentos/: thin views over AgentOSService.
+
+The hot endpoints (send-message, which may wait, and a job's status, which
+clients poll) are async: their database work runs in one step on the web
+process's threads, and a `wait` holds no thread (config/asgi.py)."""
 from __future__ import annotations
 
 from typing import Any, Optional
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest
 from ninja import NinjaAPI, Query, Router
@@ -15,7 +20,7 @@ from apps.api.schemas import (AgentIn, AgentList, AgentOut, AgentPatch, ErrorOut
                               JobKind, JobOut, JobStatus, SendMessageIn, SessionCreateIn, SessionDetail, SessionList, SessionOut, SyncIn)
 from apps.common import DomainError
 from apps.events.api import router as events_router
-from apps.events.services import job_wait
+from apps.events.waiting import job_wait
 from apps.jobs.models import Job
 from apps.knowledge.api import router as knowledge_router
 from apps.opie.agentos.service import AgentOSService
@@ -101,19 +106,23 @@ def sessions_get(request: HttpRequest, session_id: str) -> Any:
     return service(request).get_session(session_id)
 
 
-@router.post("send-message/", response={200: JobOut, 202: JobAccepted, **ERRORS})
-def send_message(request: HttpRequest, payload: SendMessageIn) -> Any:
-    """Accept a message (202). With `wait`, answer 200 with the finished job if it ends in time."""
+def _accept_message(request: HttpRequest, payload: SendMessageIn) -> Any:
     svc = service(request)
     check_job_rate(request)
-    accepted = idempotent(request, lambda: (202, svc.send_message(
+    return idempotent(request, lambda: (202, svc.send_message(
         payload.agent_id, payload.message, session_id=payload.session_id, callback_url=payload.callback_url or "",
         multitask=payload.multitask, timeout=payload.timeout)))
+
+
+@router.post("send-message/", response={200: JobOut, 202: JobAccepted, **ERRORS})
+async def send_message(request: HttpRequest, payload: SendMessageIn) -> Any:
+    """Accept a message (202). With `wait`, answer 200 with the finished job if it ends in time."""
+    accepted = await sync_to_async(_accept_message)(request, payload)
     if not payload.wait or not isinstance(accepted, tuple):
         return accepted
     job_id = accepted[1]["job_id"]
-    job_wait(job_id=Job.objects.values_list("pk", flat=True).get(public_id=job_id), timeout=payload.wait)
-    finished = svc.get_job(job_id)
+    await job_wait(public_id=job_id, timeout=payload.wait)
+    finished = await sync_to_async(service(request).get_job)(job_id)
     return (200, finished) if finished["status"] in Job.TERMINAL else accepted
 
 
@@ -138,8 +147,8 @@ def jobs_list(request: HttpRequest, status: Optional[JobStatus] = None, kind: Op
 
 
 @router.get("jobs/{job_id}/", response={200: JobOut, **ERRORS})
-def jobs_get(request: HttpRequest, job_id: str) -> Any:
-    return service(request).get_job(job_id)
+async def jobs_get(request: HttpRequest, job_id: str) -> Any:
+    return await sync_to_async(lambda: service(request).get_job(job_id))()
 
 
 @router.post("jobs/{job_id}/cancel/", response={202: JobOut, **ERRORS})

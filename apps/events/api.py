@@ -1,17 +1,20 @@
-"""Long-poll and Server-Sent Events for one job: thin views over apps.events."""
+"""Long-poll and Server-Sent Events for one job: thin async views over apps.events.
+
+They are coroutines: while a client waits, no thread is held (config/asgi.py).
+The database work of each step runs on the web process's threads."""
 from __future__ import annotations
 
 from typing import Any, Optional
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router
 
 from apps.api.schemas import ErrorOut, JobOut
 from apps.common import DomainError
-from apps.events.models import JobEvent
-from apps.events.services import job_wait
-from apps.events.stream import job_event_stream
+from apps.events.stream import event_stream_response, job_for_stream
+from apps.events.waiting import job_wait
 from apps.jobs.models import Job
 from apps.jobs.presenters import job_to_dict
 from apps.jobs.selectors import job_get_owned
@@ -48,16 +51,20 @@ def _last_event_id(request: HttpRequest, query_value: Optional[str]) -> int:
                         "it is terminal, or once `timeout` seconds (0 < timeout <= 60, default 30) have "
                         "passed. Both answers are 200: look at `status`, and call again while it is "
                         "`queued` or `running`.")
-def jobs_wait(request: HttpRequest, job_id: str,
-              timeout: float = Query(30, gt=0, le=WAIT_MAX_SECONDS, allow_inf_nan=False)) -> Any:
+async def jobs_wait(request: HttpRequest, job_id: str,
+                    timeout: float = Query(30, gt=0, le=WAIT_MAX_SECONDS, allow_inf_nan=False)) -> Any:
     _enabled()
     if not 0 < timeout <= WAIT_MAX_SECONDS:
         raise DomainError("invalid_input", f"timeout must be more than 0 and at most {WAIT_MAX_SECONDS:g} seconds.")
-    job = _owned_job(request, job_id)
-    if not job.is_terminal:
-        job_wait(job_id=job.pk, timeout=timeout)
-        job = _owned_job(request, job_id)
-    return job_to_dict(job)
+    job = await sync_to_async(_owned_job_json)(request, job_id)
+    if job["status"] not in Job.TERMINAL:
+        await job_wait(public_id=job_id, timeout=timeout)
+        job = await sync_to_async(_owned_job_json)(request, job_id)
+    return job
+
+
+def _owned_job_json(request: HttpRequest, job_id: str) -> dict[str, Any]:
+    return job_to_dict(_owned_job(request, job_id))
 
 
 # One event as an EventSource client reads it (the schema describes each event, not the stream).
@@ -83,15 +90,9 @@ _SSE_DOC = {"responses": {
                         "`job.cancelled`, `job.expired`), after which the stream closes. A `: keepalive` "
                         "comment comes every 15 s; a stream lasts at most AGENTOS_SSE_MAX_SECONDS, then the "
                         "client reconnects with Last-Event-ID and misses nothing.")
-def jobs_events(request: HttpRequest, job_id: str, last_event_id: Optional[str] = None) -> Any:
+async def jobs_events(request: HttpRequest, job_id: str, last_event_id: Optional[str] = None) -> Any:
     _enabled()
     after = _last_event_id(request, last_event_id)
-    job = _owned_job(request, job_id)
-    # status read before the rows: an ended job's rows are all visible by then
-    if job.is_terminal and not JobEvent.objects.filter(job=job, seq__gt=after).exists():
-        return HttpResponse(status=204)
-    response = StreamingHttpResponse(job_event_stream(job=job, after_seq=after),
-                                     content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    job, told_all = await sync_to_async(job_for_stream)(user=request.auth, job_id=job_id,  # type: ignore[attr-defined]
+                                                        after_seq=after)
+    return HttpResponse(status=204) if told_all else event_stream_response(job=job, after_seq=after)

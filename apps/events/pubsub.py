@@ -1,17 +1,15 @@
 """Redis pub/sub for job events: a nudge that a new event row exists, never the record.
 
 Redis may lose everything, so a listener treats a message as "read the
-database now" and re-reads the database every few seconds anyway. Every
-failure here is logged and swallowed: losing a nudge costs latency, not data.
+database now" and re-reads the database every few seconds anyway (the web
+processes listen through apps.events.hub). Every failure here is logged and
+swallowed: losing a nudge costs latency, not data.
 """
 from __future__ import annotations
 
 import json
 import logging
 import threading
-import time
-from types import TracebackType
-from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import redis
@@ -21,8 +19,6 @@ from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
 
-# how long a subscriber waits for Redis to confirm its SUBSCRIBE before giving up on it
-_CONFIRM_SECONDS = 2.0
 _clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()
 
@@ -74,81 +70,4 @@ def publish_content(*, public_id: str, text: str) -> int | None:
     except (redis.RedisError, OSError) as exc:
         logger.warning("job %s: content delta not published (%s); the reply comes with the terminal event",
                        public_id, exc)
-        return None
-
-
-class Subscription:
-    """A confirmed subscription to one job's channel.
-
-    Entering it subscribes and waits for Redis to acknowledge, so a publish
-    that happens after `__enter__` returns is never missed. When Redis is
-    unreachable (or drops the connection later) the subscription degrades to
-    a plain sleep and callers fall back on their database re-checks."""
-
-    def __init__(self, public_id: str) -> None:
-        self.channel = channel(public_id)
-        self._pubsub: Any = None
-
-    @property
-    def live(self) -> bool:
-        return self._pubsub is not None
-
-    def __enter__(self) -> Subscription:
-        pubsub = None
-        try:
-            pubsub = client().pubsub()
-            pubsub.subscribe(self.channel)
-            deadline = time.monotonic() + _CONFIRM_SECONDS
-            while (left := deadline - time.monotonic()) > 0:
-                message = pubsub.get_message(timeout=left)
-                if message is not None and message.get("type") == "subscribe":
-                    self._pubsub = pubsub
-                    return self
-            raise redis.TimeoutError("no SUBSCRIBE confirmation")
-        except (redis.RedisError, OSError) as exc:
-            logger.warning("%s: pub/sub unavailable (%s); polling the database instead", self.channel, exc)
-            if pubsub is not None:
-                self._close(pubsub)
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._pubsub is not None:
-            pubsub, self._pubsub = self._pubsub, None
-            self._close(pubsub)
-
-    @staticmethod
-    def _close(pubsub: Any) -> None:
-        try:
-            pubsub.close()
-        except (redis.RedisError, OSError):
-            pass
-
-    def wait(self, timeout: float) -> dict[str, Any] | None:
-        """The next message on the channel (`{"seq": n, "type": ...}`, or
-        `{"type": "content.delta", "text": ...}`), or None
-        once `timeout` seconds pass without one."""
-        deadline = time.monotonic() + max(0.0, timeout)
-        while (left := deadline - time.monotonic()) > 0:
-            if self._pubsub is None:
-                time.sleep(left)
-                return None
-            try:
-                message = self._pubsub.get_message(timeout=left)
-            except (redis.RedisError, OSError) as exc:
-                logger.warning("%s: pub/sub connection lost (%s); polling the database instead",
-                               self.channel, exc)
-                self.close()
-                continue
-            if message is None or message.get("type") != "message":
-                continue
-            try:
-                payload = json.loads(message["data"])
-            except (TypeError, ValueError):
-                continue
-            if isinstance(payload, dict):
-                return payload
         return None

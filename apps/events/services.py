@@ -5,8 +5,9 @@
 - `job_event_append(*, job, type, data)`: any other recorded event of a running
   job (tool call started/ended), called by the worker. The reply's live text
   is not recorded: it goes out on pub/sub only (`pubsub.publish_content`).
-- `job_wait(*, job_id, timeout)`: block until the job is terminal or `timeout`
-  seconds pass, without busy-polling the database.
+
+Waiting for events is in apps.events.waiting (long-poll) and apps.events.stream
+(SSE), both over the process's hub (apps.events.hub).
 
 Each event is a `JobEvent` row numbered 1, 2, 3… per job. The number is taken
 by one UPDATE of the job's `event_seq` counter, whose row lock is held until commit, so numbers are gapless and
@@ -18,16 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from functools import partial
 from typing import Any
 
-from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
 
 from apps.events.models import JobEvent
-from apps.events.pubsub import Subscription, publish
+from apps.events.pubsub import publish
 from apps.jobs.models import Job
 from apps.jobs.presenters import job_to_dict
 
@@ -35,11 +34,6 @@ logger = logging.getLogger(__name__)
 
 STATUS_TYPES = frozenset(f"job.{status}" for status in Job.Status.values)
 TERMINAL_TYPES = frozenset(f"job.{status}" for status in Job.TERMINAL)
-
-
-def recheck_seconds() -> float:
-    """How often a listener re-reads the database in case a publish was lost."""
-    return float(getattr(settings, "AGENTOS_EVENTS_RECHECK_SECONDS", 3.0))
 
 
 def _json_default(value: Any) -> Any:
@@ -131,26 +125,3 @@ def job_events_since(*, job: Job, after_seq: int, limit: int | None = None) -> l
 def job_is_terminal(*, job_id: int) -> bool:
     """True when the job has ended (or no longer exists)."""
     return not Job.objects.filter(pk=job_id).exclude(status__in=Job.TERMINAL).exists()
-
-
-def job_wait(*, job_id: int, timeout: float) -> None:
-    """Block until the job is terminal or `timeout` seconds pass.
-
-    Subscribes first and only then reads the status, so an ending that
-    commits in between is still heard; re-reads the status every few seconds
-    in case a publish was lost (Redis is not the record)."""
-    public_id = Job.objects.filter(pk=job_id).values_list("public_id", flat=True).first()
-    if public_id is None:
-        return
-    deadline = time.monotonic() + max(0.0, timeout)
-    with Subscription(public_id) as subscription:
-        while True:
-            if job_is_terminal(job_id=job_id):
-                return
-            next_check = time.monotonic() + recheck_seconds()
-            while (left := min(deadline, next_check) - time.monotonic()) > 0:
-                message = subscription.wait(left)
-                if message is not None and message.get("type") in TERMINAL_TYPES:
-                    return
-            if time.monotonic() >= deadline:
-                return

@@ -62,7 +62,9 @@ def agent_ask(*, agent: Agent, user: AbstractBaseUser, timeout: float, worker_re
     only time out."""
     from apps.agents.providers import validate_model_spec
     from apps.agents.tools import validate_tool_names
-    from apps.events.services import job_wait
+    from asgiref.sync import async_to_sync
+
+    from apps.events.waiting import job_wait
     from apps.jobs.models import Job
     from apps.jobs.services import message_send
     from apps.opie.agentos.config import agent_os_config
@@ -77,7 +79,7 @@ def agent_ask(*, agent: Agent, user: AbstractBaseUser, timeout: float, worker_re
         raise RuntimeError(f"built in {parts.build_ms:.1f} ms; not asked: no worker consumes 'agents'")
     job = message_send(user=user, agent=agent, message=QUESTION)
     try:
-        job_wait(job_id=job.pk, timeout=timeout)
+        async_to_sync(job_wait)(public_id=job.public_id, timeout=timeout)
         job.refresh_from_db()
         if not job.is_terminal:
             raise RuntimeError(f"job {job.public_id} still {job.status} after {timeout:g}s")

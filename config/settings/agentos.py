@@ -28,6 +28,10 @@ AGENTOS_RATE_LIMIT_PER_MINUTE = env_int("AGENTOS_RATE_LIMIT_PER_MINUTE", 600)
 AGENTOS_SSE_MAX_SECONDS = env_int("AGENTOS_SSE_MAX_SECONDS", 300)
 # A ": keepalive" comment on an idle stream this often, so proxies keep it open.
 AGENTOS_SSE_KEEPALIVE_SECONDS = env_float("AGENTOS_SSE_KEEPALIVE_SECONDS", 15.0)
+# The longest a long-poll (`jobs/<id>/wait/`, send-message `wait`) holds a request,
+# whatever longer `timeout` a client asks for (at most 60): lower it behind a proxy
+# that drops idle requests sooner.
+AGENTOS_WAIT_MAX_SECONDS = env_float("AGENTOS_WAIT_MAX_SECONDS", 60.0)
 # wait/ and events/ re-read the database this often in case Redis lost a publish.
 AGENTOS_EVENTS_RECHECK_SECONDS = env_float("AGENTOS_EVENTS_RECHECK_SECONDS", 3.0)
 # A running reply's text goes out on SSE (`content.delta`) at most this often; a

@@ -45,7 +45,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "apps.opie.middleware.TextInputGuard",  # NUL / lone surrogates: a 400, never a database error
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "apps.opie.middleware.StaticFiles",  # WhiteNoise, async-capable
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

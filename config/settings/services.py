@@ -8,6 +8,9 @@ from config.env import env_bool, env_float, env_int, env_str
 
 # connections per process, pooled; 0 (the default): no pool (see database_from_url)
 DB_POOL_SIZE = env_int("DB_POOL_SIZE", 0)
+# threads per web process for sync work (sync views, middleware, the ORM calls of async
+# views), each with a persistent connection; waiting clients hold none (config/asgi.py)
+WEB_THREADS = env_int("WEB_THREADS", 16)
 
 
 def database_from_url(url: str) -> dict[str, object]:

@@ -7,9 +7,10 @@ import json
 from functools import wraps
 from typing import Any, Callable
 
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
@@ -22,8 +23,7 @@ from apps.agents.tools import TOOLS
 from apps.chat.selectors import session_get_owned
 from apps.chat.services import session_delete, session_rename
 from apps.common import DomainError, NotFound
-from apps.events.models import JobEvent
-from apps.events.stream import job_event_stream
+from apps.events.stream import event_stream_response, job_for_stream
 from apps.jobs.models import Job
 from apps.jobs.selectors import agent_metrics, job_get_owned
 from apps.knowledge.models import Document
@@ -36,21 +36,42 @@ from apps.webhooks.services import webhook_secret_get_or_create, webhook_secret_
 View = Callable[..., HttpResponse]
 
 
+def _disabled(request: HttpRequest) -> HttpResponse:
+    return render(request, "opie/error.html", {
+        "status": 503, "title": "AgentOS is turned off",
+        "detail": "The administrator has turned the AgentOS integration off (AGENTOS_ENABLED=False). "
+                  "Agents, chats and sessions are unavailable until it is turned back on."}, status=503)
+
+
 def agentos_enabled(view: View) -> View:
     """With AGENTOS_ENABLED=False every AgentOS page says so (503), and nothing runs."""
+    if iscoroutinefunction(view):
+        @wraps(view)
+        async def awaited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not settings.AGENTOS_ENABLED:
+                return await sync_to_async(_disabled)(request)
+            return await view(request, *args, **kwargs)
+        return awaited
+
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not settings.AGENTOS_ENABLED:
-            return render(request, "opie/error.html", {
-                "status": 503, "title": "AgentOS is turned off",
-                "detail": "The administrator has turned the AgentOS integration off (AGENTOS_ENABLED=False). "
-                          "Agents, chats and sessions are unavailable until it is turned back on."}, status=503)
+            return _disabled(request)
         return view(request, *args, **kwargs)
     return wrapped
 
 
 def page(view: View) -> View:
-    """Logged in, AgentOS on, and a domain 404 rendered as the app's 404 page."""
+    """Logged in, AgentOS on, and a domain 404 rendered as the app's 404 page (sync or async views)."""
+    if iscoroutinefunction(view):
+        @wraps(view)
+        async def awaited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                return await view(request, *args, **kwargs)
+            except NotFound as exc:
+                raise Http404(exc.message) from exc
+        return agentos_enabled(login_required(awaited))
+
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
@@ -203,17 +224,14 @@ def job_reply(request: HttpRequest, job_id: str) -> HttpResponse:
 
 @page
 @require_GET
-def job_events(request: HttpRequest, job_id: str) -> HttpResponse:
-    """The job's Server-Sent Events for the page that is showing it (session auth)."""
-    job = job_get_owned(user=request.user, job_id=job_id)
+async def job_events(request: HttpRequest, job_id: str) -> HttpResponse:
+    """The job's Server-Sent Events for the page that is showing it (session auth).
+    Async, like the API's stream: an open chat page holds no thread of the server."""
     raw = request.headers.get("Last-Event-ID", "")
-    after = int(raw) if raw.isdigit() else 0
-    if job.is_terminal and not JobEvent.objects.filter(job=job, seq__gt=after).exists():
-        return HttpResponse(status=204)
-    response = StreamingHttpResponse(job_event_stream(job=job, after_seq=after), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    after = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 10 else 0
+    user = await request.auser()
+    job, told_all = await sync_to_async(job_for_stream)(user=user, job_id=job_id, after_seq=after)
+    return HttpResponse(status=204) if told_all else event_stream_response(job=job, after_seq=after)
 
 
 @page
