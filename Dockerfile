@@ -22,5 +22,5 @@ RUN DATABASE_URL=postgresql://build@localhost/build REDIS_URL=redis://localhost:
 RUN useradd --create-home --uid 10001 opie && chown -R opie /app
 USER opie
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", \
-     "--workers", "2", "--threads", "16", "--timeout", "120", "--keep-alive", "10", "--access-logfile", "-"]
+CMD ["gunicorn", "config.asgi:application", "--bind", "0.0.0.0:8000", "--worker-class", "uvicorn_worker.UvicornWorker", \
+     "--workers", "2", "--timeout", "120", "--keep-alive", "10", "--access-logfile", "-"]

@@ -69,12 +69,24 @@ def test_app_services_build_from_this_repository_and_get_their_configuration():
 
 
 def test_each_process_runs_the_right_program():
-    assert command("web").startswith("gunicorn config.wsgi:application")
+    assert command("web").startswith("gunicorn config.asgi:application")
+    assert "--worker-class uvicorn_worker.UvicornWorker" in command("web")  # as the Procfile serves it
     assert "worker" in command("worker") and "--pool threads" in command("worker")
     assert "--pool prefork" in command("worker-knowledge")
     assert "beat" in command("beat") and "DatabaseScheduler" in command("beat")
     assert "flower" in command("flower")
     assert "migrate" in command("migrate")
+
+
+def test_workers_get_less_cpu_than_the_web_when_they_compete():
+    web = SERVICES["web"].get("cpu_shares", 1024)
+    for name in ("worker", "worker-knowledge", "flower"):
+        assert SERVICES[name]["cpu_shares"] < web, name
+
+
+def test_the_image_serves_the_same_asgi_application():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert '"config.asgi:application"' in dockerfile and '"uvicorn_worker.UvicornWorker"' in dockerfile
 
 
 def test_every_queue_has_a_worker():
