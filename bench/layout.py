@@ -131,6 +131,19 @@ class ProcSpec:
         return False
 
 
+def ensure_concurrency(spec: ProcSpec, minimum: int, notes: list[str], variable: str = "AGENTS_CONCURRENCY") -> None:
+    """At least `minimum` for the worker's --concurrency: the Procfile's own variable is set by the
+    caller; if the line no longer reads it, the value in argv is raised (and that is noted)."""
+    current = spec.option("--concurrency", "-c")
+    if current is not None and int(current) >= minimum:
+        notes.append(f"{variable}={minimum} (the Procfile's {spec.name} line reads it): --concurrency {current}")
+        return
+    if not spec.set_option(("--concurrency", "-c"), str(minimum)):
+        spec.argv += ["--concurrency", str(minimum)]
+    notes.append(f"--concurrency {current} → {minimum} in the {spec.name} argv (its Procfile line does not "
+                 f"read {variable})")
+
+
 def parse_procfile(env: dict[str, str], path: Path = PROCFILE) -> list[ProcSpec]:
     specs = []
     for raw in path.read_text().splitlines():
@@ -159,7 +172,7 @@ def parse_procfile(env: dict[str, str], path: Path = PROCFILE) -> list[ProcSpec]
     return specs
 
 
-def _total_cpu(proc: Any) -> float:
+def total_cpu(proc: Any) -> float:
     """The process, its children that have exited (PostgreSQL's closed backends), and its live ones."""
     import psutil
 
@@ -187,9 +200,9 @@ def servers_cpu() -> dict[str, float]:
         if str(VAR) not in cmd:
             continue
         if "bin/postgres" in cmd:
-            parts["PostgreSQL"] += _total_cpu(proc)
+            parts["PostgreSQL"] += total_cpu(proc)
         elif "redis-server" in cmd:
-            parts["Redis"] += _total_cpu(proc)
+            parts["Redis"] += total_cpu(proc)
     return parts
 
 
@@ -231,6 +244,7 @@ class Layout:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     specs: dict[str, ProcSpec] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    procfile: Path = PROCFILE  # another one only to try the harness on a candidate layout
 
     def __post_init__(self) -> None:
         self.web_port = free_port()
@@ -262,7 +276,7 @@ class Layout:
         if not self.procs:
             ensure_no_foreign_workers()
         env = self.environment(extra)
-        for spec in parse_procfile(env):
+        for spec in parse_procfile(env, self.procfile):
             if only is not None and spec.name not in only:
                 continue
             if adjust is not None:
@@ -365,7 +379,7 @@ class Layout:
         for name, proc in self.procs.items():
             if proc.poll() is None:
                 try:
-                    parts[LABELS.get(name, name)] = _total_cpu(psutil.Process(proc.pid))
+                    parts[LABELS.get(name, name)] = total_cpu(psutil.Process(proc.pid))
                 except psutil.NoSuchProcess:
                     parts[LABELS.get(name, name)] = 0.0
         parts.update(servers_cpu())

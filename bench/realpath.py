@@ -28,10 +28,11 @@ import argparse
 import json
 import time
 from collections import Counter, defaultdict
+from pathlib import Path
 from typing import Any
 
-from bench.layout import (VAR, PY, Child, Layout, ProcSpec, Say, _total_cpu, pct, purge_and_settle, quiet_httpx, say,
-                          standalone_setup, terminate_on_signals)
+from bench.layout import (PROCFILE, PY, VAR, Child, Layout, Say, ensure_concurrency, pct, purge_and_settle,
+                          quiet_httpx, say, standalone_setup, terminate_on_signals, total_cpu)
 
 LABEL = "7"
 MIX = "webhook,longpoll,sse,poll"
@@ -103,7 +104,7 @@ def drive(layout: Layout, receiver: Child, receiver_url: str, ctx: dict[str, Any
 
     tag = f"{name}-{int(time.time() * 1000)}"
     receiver_proc = psutil.Process(receiver.proc.pid)
-    cpu_before, receiver_before = layout.cpu_seconds(), _total_cpu(receiver_proc)
+    cpu_before, receiver_before = layout.cpu_seconds(), total_cpu(receiver_proc)
     args = [PY, "-m", "bench.followers", "--url", f"127.0.0.1:{layout.web_port}", "--token", ctx["token"],
             "--agent", agent, "--count", str(count), "--connections", str(connections),
             "--callback", f"{receiver_url}/hook/{tag}", "--mix", mix, "--deadline", str(deadline)]
@@ -117,7 +118,7 @@ def drive(layout: Layout, receiver: Child, receiver_url: str, ctx: dict[str, Any
     accepted = out["job_ids"]
     say(f"   {len(accepted)} of {count} accepted in {out['submit_wall_s']:.1f} s; waiting for their webhooks")
     hooks = _webhooks(receiver_url, tag, accepted, webhook_timeout, layout, say)
-    cpu_after, receiver_after = layout.cpu_seconds(), _total_cpu(receiver_proc)
+    cpu_after, receiver_after = layout.cpu_seconds(), total_cpu(receiver_proc)
     per_job = max(1, len(accepted))
     cpu_ms = {part: (cpu_after[part] - cpu_before.get(part, 0.0)) * 1000 / per_job for part in cpu_after}
     first, last = out["first_submit"], hooks["last_arrival"]
@@ -136,20 +137,8 @@ def drive(layout: Layout, receiver: Child, receiver_url: str, ctx: dict[str, Any
             "cpu_ms_per_job_clients": out["cpu_s"] * 1000 / per_job}
 
 
-def _raise_concurrency(spec: ProcSpec, notes: list[str]) -> None:
-    current = spec.option("--concurrency", "-c")
-    if current is None or int(current) < SLOW_CONCURRENCY:
-        if not spec.set_option(("--concurrency", "-c"), str(SLOW_CONCURRENCY)):
-            spec.argv += ["--concurrency", str(SLOW_CONCURRENCY)]
-        notes.append(f"--concurrency {current} → {SLOW_CONCURRENCY} in the worker's argv (the Procfile's line "
-                     "does not read AGENTS_CONCURRENCY)")
-    else:
-        notes.append(f"AGENTS_CONCURRENCY={SLOW_CONCURRENCY} (the Procfile's worker line reads it): "
-                     f"--concurrency {current}")
-
-
 def scenario_realpath(ctx: dict[str, Any], quick: bool, say: Say = say, only: set[str] | None = None,
-                      count: int | None = None) -> dict[str, Any]:
+                      count: int | None = None, procfile: Path = PROCFILE) -> dict[str, Any]:
     from apps.agents.models import Agent
     from apps.webhooks.services import webhook_secret_get_or_create
 
@@ -164,9 +153,9 @@ def scenario_realpath(ctx: dict[str, Any], quick: bool, say: Say = say, only: se
     if (slow_agent.model_provider, slow_agent.model_options.get("latency_ms")) != ("local", 1000):
         raise RuntimeError(f"ctx['slow'] ({ctx['slow']}) is not a local agent with latency_ms 1000")
     secret = webhook_secret_get_or_create(user=ctx["user"])
-    layout = Layout("realpath", say)
+    layout = Layout("realpath", say, procfile=procfile)
     receiver = Child("realpath-receiver", [PY, "-m", "bench.receiver", "--secret", secret, "--verify-every", "20"])
-    result: dict[str, Any] = {"quick": quick, "settled_before": settled}
+    result: dict[str, Any] = {"quick": quick, "settled_before": settled, "procfile": str(procfile)}
     try:
         receiver_url = f"http://127.0.0.1:{int(receiver.first_line(30).split()[1])}"
         say(f"{LABEL}. real path: starting the Procfile's processes as make run does (logs in var/bench/logs)")
@@ -191,7 +180,7 @@ def scenario_realpath(ctx: dict[str, Any], quick: bool, say: Say = say, only: se
             notes: list[str] = []
             say(f"{LABEL}c. {n} × 1 s jobs on one agents worker process, concurrency {SLOW_CONCURRENCY}")
             layout.restart("worker", extra={"AGENTS_CONCURRENCY": str(SLOW_CONCURRENCY)},
-                           adjust=lambda spec: _raise_concurrency(spec, notes))
+                           adjust=lambda spec: ensure_concurrency(spec, SLOW_CONCURRENCY, notes))
             result["slow"] = {**drive(layout, receiver, receiver_url, ctx, name="slow", agent=ctx["slow"], count=n,
                                       connections=64, say=say),
                               "worker_command": layout.describe()["worker"]["command"], "how": notes}
@@ -288,6 +277,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts")
     parser.add_argument("--only", default="", help="comma-separated: throughput, accept, slow")
+    parser.add_argument("--procfile", type=Path, default=PROCFILE, help="another Procfile (to try a candidate layout)")
     parser.add_argument("--count", type=int, default=0, help="override every scenario's size (debugging)")
     parser.add_argument("--json", default=str(VAR / "realpath-latest.json"), help="write the result here")
     args = parser.parse_args()
@@ -295,7 +285,7 @@ def main() -> None:
     started = time.monotonic()
     ctx = standalone_setup("realpath")
     only = {part.strip() for part in args.only.split(",") if part.strip()} or None
-    result = scenario_realpath(ctx, args.quick, say, only, args.count or None)
+    result = scenario_realpath(ctx, args.quick, say, only, args.count or None, args.procfile)
     text = json.dumps(result, indent=2, default=str)
     with open(args.json, "w") as out:
         out.write(text)

@@ -186,6 +186,9 @@ class Pool:
         conn = await self._free.get()
         try:
             return await conn.request(method, path, headers, body, timeout)
+        except BaseException:  # cancelled mid-answer too: never hand on a connection with a response half read
+            conn.close()
+            raise
         finally:
             self._free.put_nowait(conn)
 
