@@ -70,7 +70,9 @@ def _webhooks(receiver_url: str, tag: str, accepted: list[str], timeout: float, 
     for arrived, webhook_id, job_id, kind in dump["records"]:
         per_job[job_id].append((arrived, webhook_id, kind))
     first_arrival = {job: min(r[0] for r in recs) for job, recs in per_job.items() if job in wanted}
-    once = sum(1 for job in wanted if len(per_job.get(job, ())) == 1)
+    # Standard Webhooks is at least once: a retry repeats the webhook-id, and receivers dedupe on it.
+    # Exactly once is then one distinct webhook-id per job; a second id would be a second event.
+    once = sum(1 for job in wanted if len({r[1] for r in per_job.get(job, ())}) == 1)
     repeated_ids = sum(len(recs) - len({r[1] for r in recs}) for job, recs in per_job.items() if job in wanted)
     several_ids = sum(1 for job in wanted if len({r[1] for r in per_job.get(job, ())}) > 1)
     kinds = Counter(r[2] for job in wanted for r in per_job.get(job, ()))
@@ -80,20 +82,31 @@ def _webhooks(receiver_url: str, tag: str, accepted: list[str], timeout: float, 
             "unexpected_jobs": len([job for job in per_job if job not in wanted]),
             "types": dict(kinds), "signatures_verified": dump["verified"], "bad_signatures": dump["bad_signatures"],
             "bad_signature_examples": dump["bad_examples"],
-            "last_arrival": max(first_arrival.values()) if first_arrival else None}
+            "last_arrival": max(first_arrival.values()) if first_arrival else None, "first_arrival": first_arrival}
 
 
-def _jobs_in_db(accepted: list[str]) -> dict[str, Any]:
+def _jobs_in_db(accepted: list[str], first_arrival: dict[str, float]) -> dict[str, Any]:
+    """Statuses and deliveries from PostgreSQL, and where the time went: accepted → finished
+    (queue + run), and finished → the webhook's arrival at the receiver (the delivery path)."""
     from django.db.models import Count, Sum
 
     from apps.jobs.models import Job
     from apps.webhooks.models import WebhookDelivery
 
-    statuses = dict(Job.objects.filter(public_id__in=accepted).values_list("status").annotate(n=Count("id")))
+    jobs = Job.objects.filter(public_id__in=accepted)
+    statuses = dict(jobs.values_list("status").annotate(n=Count("id")))
+    run_ms, hook_ms = [], []
+    for public_id, created, finished in jobs.values_list("public_id", "created_at", "finished_at"):
+        if finished is None:
+            continue
+        run_ms.append((finished - created).total_seconds() * 1000)
+        if public_id in first_arrival:
+            hook_ms.append((first_arrival[public_id] - finished.timestamp()) * 1000)
     deliveries = WebhookDelivery.objects.filter(job__public_id__in=accepted)
     return {"statuses": statuses,
             "deliveries": dict(deliveries.values_list("status").annotate(n=Count("id"))),
-            "delivery_attempts": deliveries.aggregate(n=Sum("attempt_count"))["n"] or 0}
+            "delivery_attempts": deliveries.aggregate(n=Sum("attempt_count"))["n"] or 0,
+            "accepted_to_finished": _summary(run_ms), "finished_to_webhook": _summary(hook_ms)}
 
 
 def drive(layout: Layout, receiver: Child, receiver_url: str, ctx: dict[str, Any], *, name: str, agent: str,
@@ -118,6 +131,7 @@ def drive(layout: Layout, receiver: Child, receiver_url: str, ctx: dict[str, Any
     accepted = out["job_ids"]
     say(f"   {len(accepted)} of {count} accepted in {out['submit_wall_s']:.1f} s; waiting for their webhooks")
     hooks = _webhooks(receiver_url, tag, accepted, webhook_timeout, layout, say)
+    first_arrival = hooks.pop("first_arrival")
     cpu_after, receiver_after = layout.cpu_seconds(), total_cpu(receiver_proc)
     per_job = max(1, len(accepted))
     cpu_ms = {part: (cpu_after[part] - cpu_before.get(part, 0.0)) * 1000 / per_job for part in cpu_after}
@@ -132,7 +146,7 @@ def drive(layout: Layout, receiver: Child, receiver_url: str, ctx: dict[str, Any
             "jobs_per_s": (hooks["jobs_with_webhook"] / seconds) if seconds else None,
             "webhooks": hooks, "follow": out["follow"], "follow_errors": follow_errors,
             "client_timed_out": out["timed_out"], "error_examples": out["error_examples"][:10],
-            "db": _jobs_in_db(accepted), "cpu_ms_per_job": cpu_ms,
+            "db": _jobs_in_db(accepted, first_arrival), "cpu_ms_per_job": cpu_ms,
             "cpu_ms_per_job_receiver": (receiver_after - receiver_before) * 1000 / per_job,
             "cpu_ms_per_job_clients": out["cpu_s"] * 1000 / per_job}
 
@@ -211,7 +225,10 @@ def _ms(value: float | None) -> str:
 
 
 def report_rows(result: dict[str, Any]) -> list[str]:
-    rows = []
+    rows = [f"| {LABEL}. real path: layout | processes · environment | the Procfile's "
+            f"{' · '.join(result.get('layout', {}))}, started as make run starts them, with make run's environment "
+            "and the bench's: embedded PostgreSQL and Redis under var/bench, AGENTOS_RATE_LIMIT_PER_MINUTE=0 "
+            "(a per-token limit; the bench is one token) |"]
     if "throughput" in result:
         t = result["throughput"]
         s = t["submit"]
@@ -226,8 +243,12 @@ def report_rows(result: dict[str, Any]) -> list[str]:
         follow = " · ".join(f"{mode} {f['terminal']}/{f['jobs']}" if mode != "webhook" else f"webhook only {f['jobs']}"
                             for mode, f in t["follow"].items())
         seen = " · ".join(f"{mode} {_ms(f['seen_p50_ms'])}" for mode, f in t["follow"].items() if mode != "webhook")
+        db = t["db"]
         rows += [f"| | clients that saw the end (of their jobs), errors | {follow}; {t['follow_errors']} errors |",
                  f"| | accepted → client saw the end, p50 | {seen} ms |",
+                 f"| | accepted → finished p50 / p99 · finished → webhook arrived p50 / p99 | "
+                 f"{_ms(db['accepted_to_finished']['p50_ms'])} / {_ms(db['accepted_to_finished']['p99_ms'])} · "
+                 f"{_ms(db['finished_to_webhook']['p50_ms'])} / {_ms(db['finished_to_webhook']['p99_ms'])} ms |",
                  _cpu_row(t)]
     if "accept" in result:
         a = result["accept"]
@@ -242,6 +263,9 @@ def report_rows(result: dict[str, Any]) -> list[str]:
         rows += [f"| {LABEL}c. {c['jobs']} × 1 s jobs, a webhook each, one agents worker (concurrency "
                  f"{SLOW_CONCURRENCY}) | first submit → last webhook | {span} s (accepted "
                  f"{c['submit']['accepted_per_s']:.0f}/s, send-message p99 {_ms(c['submit']['p99_ms'])} ms) |",
+                 f"| | accepted → finished p99 · finished → webhook arrived p50 / p99 | "
+                 f"{_ms(c['db']['accepted_to_finished']['p99_ms'])} · {_ms(c['db']['finished_to_webhook']['p50_ms'])}"
+                 f" / {_ms(c['db']['finished_to_webhook']['p99_ms'])} ms |",
                  f"| | webhooks | {_hooks_cell(c)} |"]
     return rows
 
@@ -252,7 +276,10 @@ def _all_hooks(r: dict[str, Any]) -> bool:
 
 
 def targets_rows(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    rows = []
+    rows = [f"| {LABEL}. real path: layout | processes · environment | the Procfile's "
+            f"{' · '.join(result.get('layout', {}))}, started as make run starts them, with make run's environment "
+            "and the bench's: embedded PostgreSQL and Redis under var/bench, AGENTOS_RATE_LIMIT_PER_MINUTE=0 "
+            "(a per-token limit; the bench is one token) |"]
     if "throughput" in result:
         t = result["throughput"]
         rate = t["jobs_per_s"] or 0.0

@@ -54,6 +54,8 @@ class Hold:
         self.longpolls = {"total": 0, "sent": 0, "terminal": 0, "errors": 0, "polls": 0, "answered_running": 0}
         self.events: Counter[str] = Counter()
         self.open_ms: list[float] = []
+        # when each waiter saw its job's end (time.time(), compared with the job's finished_at)
+        self.seen: dict[str, list[list[Any]]] = {"streams": [], "longpolls": []}
         self.examples: list[str] = []
         self.ready: dict[str, Any] | None = None
         self.all_open = asyncio.Event()
@@ -89,6 +91,7 @@ class Hold:
                 if status == 204:  # ended, and we have every event
                     st["no_content"] += 1
                     st["terminal"] += 1
+                    self.seen["streams"].append([job_id, time.time()])
                     return
                 if status != 200:
                     st["errors"] += 1
@@ -107,6 +110,7 @@ class Hold:
                         last_id = event.id
                     if event.event in TERMINAL_EVENTS:
                         st["terminal"] += 1
+                        self.seen["streams"].append([job_id, time.time()])
                         return
                 st["reconnects"] += 1  # the server ended the stream before the terminal event
                 last_id = last_id or "0"
@@ -146,6 +150,7 @@ class Hold:
                         continue
                     if json.loads(body)["status"] in TERMINAL_STATUSES:
                         lp["terminal"] += 1
+                        self.seen["longpolls"].append([job_id, time.time()])
                         return
                     lp["answered_running"] += 1
                 except HTTPError as exc:
@@ -188,8 +193,8 @@ class Hold:
         await ready
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {"slice": self.args.slice, "streams": self.streams, "longpolls": self.longpolls,
-                "events": dict(self.events), "ready": self.ready, "open_p50_ms": pct(self.open_ms, 50),
-                "open_p99_ms": pct(self.open_ms, 99), "wall_s": time.monotonic() - self.started,
+                "events": dict(self.events), "ready": self.ready, "seen": self.seen,
+                "open_p50_ms": pct(self.open_ms, 50), "open_p99_ms": pct(self.open_ms, 99), "wall_s": time.monotonic() - self.started,
                 "timed_out": time.monotonic() >= self.deadline, "error_examples": self.examples,
                 "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)), "cpu_s": usage.ru_utime + usage.ru_stime}
 

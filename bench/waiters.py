@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.layout import (PROCFILE, PY, VAR, Child, Layout, Say, ensure_concurrency, purge_and_settle, quiet_httpx, say,
-                          standalone_setup, terminate_on_signals)
+from bench.layout import (PROCFILE, PY, VAR, Child, Layout, Say, ensure_concurrency, pct, purge_and_settle,
+                          quiet_httpx, say, standalone_setup, terminate_on_signals)
 
 LABEL = "8"
 AGENTS = 10
@@ -76,6 +76,18 @@ def _wait_running(job_ids: list[str], timeout: float, layout: Layout) -> tuple[d
         time.sleep(0.5)
     first = Job.objects.filter(public_id__in=job_ids).aggregate(m=Min("started_at"))["m"]
     return statuses, first.timestamp() if first else None
+
+
+def _end_delays(parts: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """How long after its job finished (finished_at, PostgreSQL's clock: the same machine) each waiter
+    saw the end: the terminal event on a stream, the terminal answer of a long-poll."""
+    from apps.jobs.models import Job
+
+    seen = [pair for part in parts for pair in part["seen"][kind]]
+    finished = dict(Job.objects.filter(public_id__in={job for job, _ in seen}).values_list("public_id", "finished_at"))
+    delays = [(at - finished[job].timestamp()) * 1000 for job, at in seen if finished.get(job)]
+    return {"waiters": len(delays), "p50_ms": pct(delays, 50), "p99_ms": pct(delays, 99),
+            "max_ms": max(delays) if delays else None}
 
 
 def _wait_ready(files: list[Path], clients: list[Child], timeout: float) -> list[dict[str, Any]]:
@@ -204,6 +216,7 @@ def scenario_waiters(ctx: dict[str, Any], quick: bool, say: Say = say, streams: 
             "client_cpu_s": sum(p["cpu_s"] for p in parts), "client_nofile": parts[0]["nofile"],
             "error_examples": [e for p in parts for e in p["error_examples"]][:10] + probe["error_examples"][:5],
             "open_p50_ms": parts[0]["open_p50_ms"], "open_p99_ms": parts[0]["open_p99_ms"],
+            "end_seen_after_finish": {kind: _end_delays(parts, kind) for kind in ("streams", "longpolls")},
             "final_statuses": _statuses(job_ids)})
     finally:
         for client in clients:
@@ -222,6 +235,7 @@ def report_rows(r: dict[str, Any]) -> list[str]:
     b, d = r["web_before"], r["web_open"]
     cores = r["cores_during_probe"]
     per_stream = r["web_rss_per_stream_kib"]
+    ends = r["end_seen_after_finish"]
     return [
         f"| {LABEL}. held-open waiters on running jobs: {r['streams']} SSE + {r['longpolls']} long-polls "
         f"({r['jobs']} jobs) | open at once: streams (200 and headers) · long-polls (sent) | {o['streams']} of "
@@ -232,6 +246,9 @@ def report_rows(r: dict[str, Any]) -> list[str]:
         f"| | got their job's terminal event: streams · long-polls; waiter errors (reconnects) | "
         f"{st['terminal']} of {r['streams']} · {lp['terminal']} of {r['longpolls']}; {r['client_errors']} "
         f"({st['reconnects']}) |",
+        f"| | job finished → waiter saw its end, p50 / p99: streams · long-polls | "
+        f"{_ms(ends['streams']['p50_ms'])} / {_ms(ends['streams']['p99_ms'])} · "
+        f"{_ms(ends['longpolls']['p50_ms'])} / {_ms(ends['longpolls']['p99_ms'])} ms |",
         f"| | web memory per open stream (RSS of {d['processes']} web processes, before → open) | "
         f"{_ms(per_stream)} KiB ({b['rss_bytes'] / 2**20:.0f} → {d['rss_bytes'] / 2**20:.0f} MiB) |",
         f"| | web threads · open descriptors, before → open | {b['threads']} → {d['threads']} · "
