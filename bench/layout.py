@@ -385,6 +385,26 @@ class Layout:
         parts.update(servers_cpu())
         return parts
 
+    def flower_events(self) -> dict[str, float]:
+        """Flower's own count of the task events it received, by type (its /metrics): shows the
+        workers' events are on and Flower consumes them. Empty if Flower is not running."""
+        import httpx
+
+        if "flower" not in self.procs:
+            return {}
+        user, _, password = self.flower_auth.partition(":")
+        try:
+            text = httpx.get(f"http://127.0.0.1:{self.flower_port}/metrics", auth=(user, password), timeout=10).text
+        except httpx.HTTPError:
+            return {}
+        counts: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("flower_events_total{"):
+                match = re.search(r'type="([^"]+)"', line)
+                if match:
+                    counts[match.group(1)] = counts.get(match.group(1), 0.0) + float(line.rsplit(" ", 1)[1])
+        return counts
+
     def web_stats(self) -> dict[str, Any]:
         proc = self.procs.get("web")
         return tree_stats(proc.pid) if proc is not None else {}

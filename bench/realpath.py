@@ -118,6 +118,7 @@ def drive(layout: Layout, receiver: Child, receiver_url: str, ctx: dict[str, Any
     tag = f"{name}-{int(time.time() * 1000)}"
     receiver_proc = psutil.Process(receiver.proc.pid)
     cpu_before, receiver_before = layout.cpu_seconds(), total_cpu(receiver_proc)
+    flower_before = layout.flower_events()
     args = [PY, "-m", "bench.followers", "--url", f"127.0.0.1:{layout.web_port}", "--token", ctx["token"],
             "--agent", agent, "--count", str(count), "--connections", str(connections),
             "--callback", f"{receiver_url}/hook/{tag}", "--mix", mix, "--deadline", str(deadline)]
@@ -133,6 +134,9 @@ def drive(layout: Layout, receiver: Child, receiver_url: str, ctx: dict[str, Any
     hooks = _webhooks(receiver_url, tag, accepted, webhook_timeout, layout, say)
     first_arrival = hooks.pop("first_arrival")
     cpu_after, receiver_after = layout.cpu_seconds(), total_cpu(receiver_proc)
+    flower_after = layout.flower_events()
+    flower = {kind: n - flower_before.get(kind, 0.0) for kind, n in flower_after.items()
+              if n - flower_before.get(kind, 0.0)}
     per_job = max(1, len(accepted))
     cpu_ms = {part: (cpu_after[part] - cpu_before.get(part, 0.0)) * 1000 / per_job for part in cpu_after}
     first, last = out["first_submit"], hooks["last_arrival"]
@@ -146,7 +150,7 @@ def drive(layout: Layout, receiver: Child, receiver_url: str, ctx: dict[str, Any
             "jobs_per_s": (hooks["jobs_with_webhook"] / seconds) if seconds else None,
             "webhooks": hooks, "follow": out["follow"], "follow_errors": follow_errors,
             "client_timed_out": out["timed_out"], "error_examples": out["error_examples"][:10],
-            "db": _jobs_in_db(accepted, first_arrival), "cpu_ms_per_job": cpu_ms,
+            "db": _jobs_in_db(accepted, first_arrival), "flower_events": flower, "cpu_ms_per_job": cpu_ms,
             "cpu_ms_per_job_receiver": (receiver_after - receiver_before) * 1000 / per_job,
             "cpu_ms_per_job_clients": out["cpu_s"] * 1000 / per_job}
 
@@ -249,6 +253,8 @@ def report_rows(result: dict[str, Any]) -> list[str]:
                  f"| | accepted → finished p50 / p99 · finished → webhook arrived p50 / p99 | "
                  f"{_ms(db['accepted_to_finished']['p50_ms'])} / {_ms(db['accepted_to_finished']['p99_ms'])} · "
                  f"{_ms(db['finished_to_webhook']['p50_ms'])} / {_ms(db['finished_to_webhook']['p99_ms'])} ms |",
+                 f"| | task events Flower received meanwhile | "
+                 + (" · ".join(f"{kind} {n:.0f}" for kind, n in t["flower_events"].items()) or "none") + " |",
                  _cpu_row(t)]
     if "accept" in result:
         a = result["accept"]
@@ -276,10 +282,7 @@ def _all_hooks(r: dict[str, Any]) -> bool:
 
 
 def targets_rows(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    rows = [f"| {LABEL}. real path: layout | processes · environment | the Procfile's "
-            f"{' · '.join(result.get('layout', {}))}, started as make run starts them, with make run's environment "
-            "and the bench's: embedded PostgreSQL and Redis under var/bench, AGENTOS_RATE_LIMIT_PER_MINUTE=0 "
-            "(a per-token limit; the bench is one token) |"]
+    rows = []
     if "throughput" in result:
         t = result["throughput"]
         rate = t["jobs_per_s"] or 0.0
