@@ -224,7 +224,11 @@ def tree_stats(pid: int) -> dict[str, Any]:
             count += 1
         except psutil.NoSuchProcess:
             pass
-    return {"processes": count, "rss_bytes": rss, "threads": threads, "fds": fds}
+    try:
+        nofile = list(root.rlimit(psutil.RLIMIT_NOFILE))
+    except (psutil.Error, AttributeError):
+        nofile = None
+    return {"processes": count, "rss_bytes": rss, "threads": threads, "fds": fds, "nofile": nofile}
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

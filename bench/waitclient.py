@@ -194,7 +194,8 @@ class Hold:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return {"slice": self.args.slice, "streams": self.streams, "longpolls": self.longpolls,
                 "events": dict(self.events), "ready": self.ready, "seen": self.seen,
-                "open_p50_ms": pct(self.open_ms, 50), "open_p99_ms": pct(self.open_ms, 99), "wall_s": time.monotonic() - self.started,
+                "open_p50_ms": pct(self.open_ms, 50), "open_p99_ms": pct(self.open_ms, 99),
+                "wall_s": time.monotonic() - self.started,
                 "timed_out": time.monotonic() >= self.deadline, "error_examples": self.examples,
                 "nofile": list(resource.getrlimit(resource.RLIMIT_NOFILE)), "cpu_s": usage.ru_utime + usage.ru_stime}
 
