@@ -316,7 +316,7 @@ def main() -> None:
     ctx = standalone_setup("realpath")
     only = {part.strip() for part in args.only.split(",") if part.strip()} or None
     result = scenario_realpath(ctx, args.quick, say, only, args.count or None, args.procfile)
-    text = json.dumps(result, indent=2, default=str)
+    text = json.dumps(result, indent=2)
     with open(args.json, "w") as out:
         out.write(text)
     print("\n".join(["| scenario | measure | value |", "|---|---|---|", *report_rows(result), "",

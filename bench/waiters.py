@@ -297,7 +297,7 @@ def main() -> None:
     result = scenario_waiters(ctx, args.quick, say, args.streams, args.longpolls, args.jobs, args.hold,
                               args.client_procs, args.procfile)
     with open(args.json, "w") as out:
-        out.write(json.dumps(result, indent=2, default=str))
+        out.write(json.dumps(result, indent=2))
     print("\n".join(["| scenario | measure | value |", "|---|---|---|", *report_rows(result), "",
                      "| target | measured | met |", "|---|---|---|",
                      *(f"| {n} | {v} | {'yes' if m else 'no'} |" for n, v, m in targets_rows(result))]))
