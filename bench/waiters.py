@@ -17,10 +17,12 @@ server's master and its workers) before the waiters open and with all of them
 open; the memory per open stream is the difference over the streams opened.
 
 Every waiter on its own job would need S + L jobs running at once; the `local`
-model's simulated latency wakes its thread every 50 ms (to notice a cancel),
-which costs about a third of a core per 1,000 runs in flight and two cores at
-3,000. So J is 1,000 at full size (5 streams and 2 long-polls per job) and
-the worker's CPU during the hold is reported; `--jobs` changes it.
+model's simulated latency wakes its thread every 50 ms (to notice a cancel).
+1,000 bare Python threads doing that cost a third of a core, 3,000 cost two
+cores (GIL contention), and the agents worker holding 1,000 such runs used
+about one core of the two. So J is 1,000 at full size (each job followed by 5
+streams and 2 long-polls) and the CPU of every process during the hold is
+reported; `--jobs` changes it.
 """
 from __future__ import annotations
 
