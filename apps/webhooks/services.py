@@ -26,6 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.common import DomainError
+from apps.webhooks.client import webhook_http_client
 from apps.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSecret, new_secret
 from apps.webhooks.ssrf import BlockedAddress, resolve_checked
 
@@ -137,8 +138,9 @@ def _post(delivery: WebhookDelivery) -> tuple[int | None, str, str, float | None
     except BlockedAddress as exc:
         return None, f"ssrf_blocked: {exc}", "", None, True
     try:
-        response = httpx.post(target, content=body.encode(), headers={**headers, **extra},
-                              timeout=request_timeout(), follow_redirects=False)
+        timeout = request_timeout()
+        response = webhook_http_client(timeout=timeout).post(
+            target, content=body.encode(), headers={**headers, **extra}, timeout=timeout, follow_redirects=False)
     except httpx.HTTPError as exc:
         return None, f"{exc.__class__.__name__}: {exc}"[:1000], "", None, False
     excerpt = response.text[:1000]
