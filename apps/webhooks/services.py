@@ -28,7 +28,7 @@ from django.utils import timezone
 
 from apps.common import DomainError
 from apps.webhooks.client import webhook_http_client
-from apps.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookSecret, new_secret
+from apps.webhooks.models import WebhookDelivery, WebhookSecret, new_secret
 from apps.webhooks.ssrf import BlockedAddress, resolve_checked
 
 logger = logging.getLogger(__name__)
@@ -184,6 +184,25 @@ def _post(claimed: _Claimed) -> tuple[int | None, str, str, float | None, bool]:
     return response.status_code, f"HTTP {response.status_code}", excerpt, _retry_after(response), False
 
 
+# The attempt's row and the delivery's new state, in one statement (so atomic
+# without a transaction's two extra round trips).
+_RECORD_SQL = """
+WITH attempt AS (
+    INSERT INTO webhooks_webhookattempt (delivery_id, number, started_at, duration_ms, status_code, error,
+                                         response_excerpt, next_retry_at)
+    VALUES (%(id)s, %(number)s, %(started)s, %(duration_ms)s, %(status_code)s, %(error)s, %(excerpt)s,
+            %(next_at)s)
+)
+UPDATE webhooks_webhookdelivery
+   SET attempt_count = %(number)s, last_status_code = %(status_code)s, last_error = %(error)s,
+       next_attempt_at = %(next_at)s, status = %(status)s, delivered_at = %(delivered_at)s
+ WHERE id = %(id)s
+"""
+
+_STATUS_AFTER = {"delivered": WebhookDelivery.Status.DELIVERED, "retrying": WebhookDelivery.Status.PENDING,
+                 "failed": WebhookDelivery.Status.FAILED}
+
+
 def webhook_deliver(*, delivery_id: int) -> str:
     """One attempt. Returns delivered | retrying | failed | skipped."""
     claimed = _claim(delivery_id)
@@ -199,16 +218,12 @@ def webhook_deliver(*, delivery_id: int) -> str:
     if not delivered and not final and number < len(schedule):
         delay = schedule[number] * random.uniform(0.9, 1.1)
         next_at = timezone.now() + timedelta(seconds=max(delay, retry_after or 0))
-    with transaction.atomic():
-        WebhookAttempt.objects.create(delivery_id=delivery_id, number=number, started_at=started,
-                                      duration_ms=duration_ms, status_code=status_code, error=error,
-                                      response_excerpt=excerpt, next_retry_at=next_at)
-        outcome = ("delivered" if delivered else "retrying" if next_at else "failed")
-        WebhookDelivery.objects.filter(pk=delivery_id).update(
-            attempt_count=number, last_status_code=status_code, last_error=error, next_attempt_at=next_at,
-            status={"delivered": WebhookDelivery.Status.DELIVERED, "retrying": WebhookDelivery.Status.PENDING,
-                    "failed": WebhookDelivery.Status.FAILED}[outcome],
-            delivered_at=timezone.now() if delivered else None)
+    outcome = ("delivered" if delivered else "retrying" if next_at else "failed")
+    with connection.cursor() as cursor:
+        cursor.execute(_RECORD_SQL, {
+            "id": delivery_id, "number": number, "started": started, "duration_ms": duration_ms,
+            "status_code": status_code, "error": error, "excerpt": excerpt, "next_at": next_at,
+            "status": str(_STATUS_AFTER[outcome]), "delivered_at": timezone.now() if delivered else None})
     logger.info("delivery %s attempt %d: %s %s", claimed.public_id, number, outcome, error or status_code)
     return outcome
 
