@@ -315,6 +315,21 @@ def test_a_reused_webhook_client_still_checks_the_address_on_each_attempt(user, 
 
 
 @pytest.mark.django_db
+def test_a_cookie_one_receiver_sets_is_never_sent_on_later_webhooks(user, other_user, monkeypatch):
+    """Attempts share one HTTP client: it must keep no cookie jar, or one user's receiver
+    would set what another user's webhooks to the same host carry."""
+    monkeypatch.setenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", "1")
+    with Receiver([200], headers={"Set-Cookie": "session=alice-only; Path=/"}) as receiver:
+        for owner in (user, other_user, user):
+            job = message_send(user=owner, agent=make_agent(owner), message="hi", callback_url=receiver.url + "/h")
+            execute_message_job(job.pk)
+            assert webhook_deliver(delivery_id=webhooks_due()[0]) == "delivered"
+
+    assert len(receiver.requests) == 3 and receiver.connections == 1
+    assert [r["headers"].get("cookie") for r in receiver.requests] == [None, None, None]
+
+
+@pytest.mark.django_db
 def test_a_redirect_to_the_metadata_address_is_not_followed(user, agent, no_dev_flag, monkeypatch):
     """The receiver passes the check (pretend 127.0.0.1 is public) and answers 302 to 169.254.169.254."""
     from apps.webhooks import ssrf

@@ -18,9 +18,22 @@ from __future__ import annotations
 
 import os
 import threading
+from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
+from typing import Any
 
 import httpx
 from django.conf import settings
+
+class _NoCookies(DefaultCookiePolicy):
+    """A receiver's Set-Cookie is never kept: the client serves every user, and one user's
+    receiver must not set what another user's webhooks carry (httpx.post() kept none either)."""
+
+    def set_ok(self, cookie: Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: Cookie, request: Any) -> bool:
+        return False
+
 
 _client: httpx.Client | None = None
 _lock = threading.Lock()
@@ -37,7 +50,7 @@ def webhook_http_client(*, timeout: float) -> httpx.Client:
             if client is None or client.is_closed:
                 size = settings.AGENTOS_WEBHOOK_MAX_CONNECTIONS
                 client = _client = httpx.Client(
-                    timeout=timeout, follow_redirects=False,
+                    timeout=timeout, follow_redirects=False, cookies=CookieJar(policy=_NoCookies()),
                     limits=httpx.Limits(max_connections=size, max_keepalive_connections=size))
     return client
 
