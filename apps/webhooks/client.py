@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+
 class _NoCookies(DefaultCookiePolicy):
     """A receiver's Set-Cookie is never kept: the client serves every user, and one user's
     receiver must not set what another user's webhooks carry (httpx.post() kept none either)."""
