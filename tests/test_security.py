@@ -275,7 +275,8 @@ def test_a_public_name_is_pinned_to_the_address_that_was_checked(no_dev_flag, mo
 @pytest.mark.django_db
 def test_a_job_whose_callback_points_inside_never_sends_a_request(api, agent, user, no_dev_flag, monkeypatch):
     fake_dns(monkeypatch, {"internal.example": ["10.0.0.7"]})
-    monkeypatch.setattr("httpx.post", lambda *a, **k: pytest.fail("an internal address was contacted"))
+    monkeypatch.setattr("httpx.HTTPTransport.handle_request",
+                        lambda *a, **k: pytest.fail("an internal address was contacted"))
     accepted = api.post(f"{API}send-message/", {"agent_id": agent.public_id, "message": "hi",
                                                 "callback_url": "http://internal.example/hook"},
                         content_type="application/json").json()
@@ -286,6 +287,46 @@ def test_a_job_whose_callback_points_inside_never_sends_a_request(api, agent, us
 
     delivery = WebhookDelivery.objects.get(job=job)
     assert delivery.status == "failed" and delivery.last_error.startswith("ssrf_blocked")
+
+
+@pytest.mark.django_db
+def test_a_reused_webhook_client_still_checks_the_address_on_each_attempt(user, agent, monkeypatch):
+    """The first attempt (private addresses allowed, as in development) leaves the process's
+    client a kept-alive connection to hooks.example; with the guard on, the retry to the
+    same URL resolves the name again and is refused before anything is sent."""
+    monkeypatch.setenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", "1")
+    monkeypatch.setenv("AGENTOS_WEBHOOK_RETRY_SCHEDULE", "0,0")
+    fake_dns(monkeypatch, {"hooks.example": ["127.0.0.1"]})
+    with Receiver([500]) as receiver:
+        job = message_send(user=user, agent=agent, message="hi",
+                           callback_url=f"http://hooks.example:{receiver.httpd.server_address[1]}/hook")
+        execute_message_job(job.pk)
+        first = webhook_deliver(delivery_id=webhooks_due()[0])
+        assert first == "retrying" and receiver.open_connections == 1
+
+        monkeypatch.delenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE")
+        second = webhook_deliver(delivery_id=webhooks_due()[0])
+        kept_open = receiver.open_connections
+
+    assert second == "failed" and kept_open == 1 and len(receiver.requests) == 1
+    delivery = WebhookDelivery.objects.get(job=job)
+    assert [a.status_code for a in delivery.attempts.all()] == [500, None]
+    assert delivery.last_error.startswith("ssrf_blocked: hooks.example resolves to a non-public address")
+
+
+@pytest.mark.django_db
+def test_a_cookie_one_receiver_sets_is_never_sent_on_later_webhooks(user, other_user, monkeypatch):
+    """Attempts share one HTTP client: it must keep no cookie jar, or one user's receiver
+    would set what another user's webhooks to the same host carry."""
+    monkeypatch.setenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", "1")
+    with Receiver([200], headers={"Set-Cookie": "session=alice-only; Path=/"}) as receiver:
+        for owner in (user, other_user, user):
+            job = message_send(user=owner, agent=make_agent(owner), message="hi", callback_url=receiver.url + "/h")
+            execute_message_job(job.pk)
+            assert webhook_deliver(delivery_id=webhooks_due()[0]) == "delivered"
+
+    assert len(receiver.requests) == 3 and receiver.connections == 1
+    assert [r["headers"].get("cookie") for r in receiver.requests] == [None, None, None]
 
 
 @pytest.mark.django_db

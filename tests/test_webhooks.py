@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from datetime import datetime, timedelta, timezone
@@ -11,6 +12,7 @@ from standardwebhooks.webhooks import Webhook
 
 from apps.jobs.models import Job
 from apps.jobs.services import message_send
+from apps.webhooks.client import webhook_http_client
 from apps.webhooks.models import InboundHook, WebhookDelivery
 from apps.webhooks.services import signed_headers, webhook_deliver, webhooks_due
 from apps.webhooks.ssrf import BlockedAddress, resolve_checked
@@ -113,6 +115,48 @@ def test_redirects_are_not_followed(user, agent, dev):
 
     assert [r["path"] for r in receiver.requests] == ["/start"]
     assert WebhookDelivery.objects.get().last_status_code == 302
+
+
+@pytest.mark.django_db
+def test_attempts_to_one_receiver_reuse_one_kept_alive_connection(user, agent, dev):
+    with Receiver([500, 200, 200]) as receiver:
+        finished_job(user, agent, receiver.url + "/a")  # fails once, then is delivered
+        finished_job(user, agent, receiver.url + "/b")
+        deliver_until_settled()
+
+    assert sorted(r["status"] for r in receiver.requests) == [200, 200, 500]
+    assert receiver.connections == 1 and len({r["client_port"] for r in receiver.requests}) == 1
+    assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {"delivered"}
+
+
+@pytest.mark.django_db
+def test_a_slow_receiver_times_out_after_the_webhook_timeout(user, agent, dev, monkeypatch):
+    webhook_http_client(timeout=15.0)  # the process's client exists already, built with the default
+    monkeypatch.setenv("AGENTOS_WEBHOOK_TIMEOUT", "0.3")
+    with Receiver([200], delay=2.0) as receiver:
+        job = finished_job(user, agent, receiver.url)
+        outcome = webhook_deliver(delivery_id=webhooks_due()[0])
+
+    attempt = WebhookDelivery.objects.get(job=job).attempts.get()
+    assert outcome == "retrying" and attempt.error.startswith("ReadTimeout")
+    assert 300 <= attempt.duration_ms < 1500
+
+
+def test_a_forked_child_builds_its_own_webhook_client():
+    parent = webhook_http_client(timeout=15.0)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: answer through the pipe, never return into pytest
+        try:
+            os.write(write, b"own" if webhook_http_client(timeout=15.0) is not parent else b"inherited")
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 16)
+    os.waitpid(pid, 0)
+
+    assert answer == b"own"
+    assert webhook_http_client(timeout=15.0) is parent and not parent.is_closed
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000/", "http://10.0.0.1/", "http://169.254.169.254/latest/",

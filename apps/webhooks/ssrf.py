@@ -7,7 +7,11 @@ DNS answer that changes between check and connect (rebinding) cannot
 redirect it. For https the TLS handshake needs the hostname, so the
 connection resolves again: a rebinding attacker with a valid certificate for
 their own name could still win that race; put the senders behind an egress
-proxy where that matters. Redirects are never followed.
+proxy where that matters. Attempts share one client whose pool keeps
+connections alive (client.py): the check still runs before every attempt,
+an http connection is keyed by the checked IP, and an https one may have
+been opened by an earlier attempt a few seconds before, to the address its
+own lookup found then. Redirects are never followed.
 AGENTOS_WEBHOOK_ALLOW_PRIVATE=1 lifts the guard for local development.
 """
 from __future__ import annotations

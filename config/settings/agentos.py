@@ -57,6 +57,9 @@ AGENTOS_MODEL_TIMEOUT = env_float("AGENTOS_MODEL_TIMEOUT", 120.0)
 # Connections per provider endpoint per worker process (its agents share them):
 # at least the runs one worker holds in flight.
 AGENTOS_PROVIDER_MAX_CONNECTIONS = env_int("AGENTOS_PROVIDER_MAX_CONNECTIONS", 200)
+# Connections (open and kept alive) of one worker process's webhook client, shared by its
+# threads across every receiver: at least the deliveries one worker sends at once.
+AGENTOS_WEBHOOK_MAX_CONNECTIONS = env_int("AGENTOS_WEBHOOK_MAX_CONNECTIONS", 500)
 
 # Queues /readyz requires a live worker on: all four, as the Procfile and Compose run a
 # worker for each (uploads would wait forever with no `knowledge` worker).
