@@ -8,13 +8,15 @@ from typing import Any
 
 from celery.signals import celeryd_after_setup, task_postrun, worker_process_init, worker_ready
 
+from apps.agents.cancellation import install as install_cancellation
 from workers.broker import patch_redis_channel
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
 patch_redis_channel()
 
 
-def configure_agno_logging() -> None:
+def configure_agno_logging()
+install_cancellation()  # a run's model waits for its cancel on an event, never by polling -> None:
     """agno's loggers print to stdout and reset their level on every run; route
     them through a logger of ours that the settings' LOGGING controls."""
     from agno.utils.log import configure_agno_logging as configure
@@ -114,3 +116,4 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
 
 
 configure_agno_logging()
+install_cancellation()  # a run's model waits for its cancel on an event, never by polling

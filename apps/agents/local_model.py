@@ -27,6 +27,8 @@ from agno.models.message import Message
 from agno.metrics import MessageMetrics
 from agno.models.response import ModelResponse
 
+from apps.agents.cancellation import wait_cancelled
+
 
 def _text(message: Message) -> str:
     content = message.content
@@ -98,15 +100,14 @@ class LocalModel(Model):
                              response_usage=usage)
 
     def _wait(self, run_response: Any, ms: float | None = None) -> None:
-        """Simulated model latency (`ms`, by default all of `latency_ms`) that a cancelled run does not sit out."""
-        from agno.run.cancel import is_cancelled
-
+        """Simulated model latency (`ms`, by default all of `latency_ms`) that a cancelled run does not sit out.
+        It sleeps as a provider call blocks on its socket: no polling (apps.agents.cancellation)."""
+        seconds = (self.latency_ms if ms is None else ms) / 1000
         run_id = getattr(run_response, "run_id", None)
-        deadline = time.monotonic() + (self.latency_ms if ms is None else ms) / 1000
-        while (left := deadline - time.monotonic()) > 0:
-            if run_id and is_cancelled(run_id):
-                return
-            time.sleep(min(left, 0.05))
+        if run_id:
+            wait_cancelled(run_id, seconds)
+        else:
+            time.sleep(seconds)
 
     def invoke(self, *args: Any, messages: list[Message], tools: list[dict[str, Any]] | None = None,
                run_response: Any = None, **kwargs: Any) -> ModelResponse:
