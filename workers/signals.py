@@ -15,8 +15,7 @@ os.environ.setdefault("AGNO_TELEMETRY", "false")
 patch_redis_channel()
 
 
-def configure_agno_logging()
-install_cancellation()  # a run's model waits for its cancel on an event, never by polling -> None:
+def configure_agno_logging() -> None:
     """agno's loggers print to stdout and reset their level on every run; route
     them through a logger of ours that the settings' LOGGING controls."""
     from agno.utils.log import configure_agno_logging as configure
