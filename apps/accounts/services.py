@@ -5,12 +5,14 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from apps.accounts.models import ApiToken
+from apps.common import columns, fetch_instances
 
 TOKEN_PREFIX = "opie_"
 _TOUCH_EVERY = timedelta(minutes=1)
@@ -28,15 +30,25 @@ def api_token_create(*, user: AbstractBaseUser, name: str = "default") -> tuple[
     return token, raw
 
 
+# every API request starts here: one statement written once (see apps.common.fetch_instances)
+_LIVE_TOKEN_SQL = (
+    f"SELECT {columns(ApiToken, 't')}, {columns(get_user_model(), 'u')} FROM {ApiToken._meta.db_table} t "
+    f"JOIN {get_user_model()._meta.db_table} u ON u.id = t.user_id "
+    f"WHERE t.digest = %s AND t.revoked_at IS NULL AND u.is_active")
+
+
 def api_token_authenticate(*, raw: str) -> ApiToken | None:
     """The live token for `raw`, or None. Revocation takes effect at once (no cache)."""
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 200:
         return None
     digest = _digest(raw)
-    token = (ApiToken.objects.select_related("user")
-             .filter(digest=digest, revoked_at__isnull=True, user__is_active=True).first())
-    if token is None or not constant_time_compare(token.digest, digest):
+    found = fetch_instances(_LIVE_TOKEN_SQL, [digest], ApiToken, get_user_model())
+    if found is None:
         return None
+    token, user = found
+    if not constant_time_compare(token.digest, digest):  # type: ignore[union-attr]
+        return None
+    token.user = user  # type: ignore[union-attr]
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > _TOUCH_EVERY:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)

@@ -6,15 +6,28 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
-from apps.common import DomainError, NotFound
+from apps.agents.models import Agent
+from apps.chat.models import ChatSession
+from apps.common import DomainError, NotFound, columns, fetch_instances
 from apps.jobs.models import Job
 
 
+# the job with its agent's and session's public ids (all the job's JSON needs of them; other
+# fields of theirs load on first use): every poll, long-poll and stream starts with this lookup
+_OWNED_JOB_SQL = (
+    f"SELECT {columns(Job, 'j')}, {columns(Agent, 'a', ['public_id'])}, {columns(ChatSession, 's', ['public_id'])} "
+    f"FROM {Job._meta.db_table} j LEFT JOIN {Agent._meta.db_table} a ON a.id = j.agent_id "
+    f"LEFT JOIN {ChatSession._meta.db_table} s ON s.id = j.session_id WHERE j.owner_id = %s AND j.public_id = %s")
+
+
 def job_get_owned(*, user: AbstractBaseUser, job_id: str) -> Job:
-    job = Job.objects.select_related("agent", "session").filter(owner=user, public_id=job_id).first()
-    if job is None:
+    found = fetch_instances(_OWNED_JOB_SQL, [user.pk, job_id], Job, Agent, ChatSession,
+                            fields={Agent: ["public_id"], ChatSession: ["public_id"]})
+    if found is None:
         raise NotFound("job")
-    return job
+    job, agent, session = found
+    job.agent, job.session = agent, session  # type: ignore[assignment]
+    return job  # type: ignore[return-value]
 
 
 def job_list(*, user: AbstractBaseUser, status: str | None = None, kind: str | None = None,
