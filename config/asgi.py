@@ -15,9 +15,10 @@ only while sync code runs and each keeps a persistent database connection.
 
 Connections then belong to pool threads, not to requests, so the pool tidies
 them after every call (close one that errored and is unusable, or outlived
-CONN_MAX_AGE), and the per-request `close_old_connections` receivers, which
-would only check whichever pool thread the signal happened to run on, are
-disconnected.
+CONN_MAX_AGE), and the per-request `close_old_connections` and `reset_queries`
+receivers, which would only act on whichever pool thread the signal happened
+to run on (and cost a hop to one), are disconnected. Django's middleware runs
+on the event loop for requests an async view answers (apps.opie.middleware).
 """
 from __future__ import annotations
 
@@ -64,11 +65,13 @@ class OpieASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         from django.conf import settings
         from django.core import signals
-        from django.db import close_old_connections
+        from django.db import close_old_connections, reset_queries
 
         super().__init__()
         self.threads = WebThreads(max_workers=settings.WEB_THREADS, thread_name_prefix="opie-web")
+        # what they do per thread is done per call (release_connections); DEBUG's query log is per thread too
         signals.request_started.disconnect(close_old_connections)
+        signals.request_started.disconnect(reset_queries)
         signals.request_finished.disconnect(close_old_connections)
         self._loops: set[int] = set()
 

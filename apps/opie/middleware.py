@@ -12,8 +12,14 @@ import re
 from typing import Any, Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
+from django.contrib.auth import middleware as auth
+from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.middleware import clickjacking, common, csrf, security
+from django.urls import Resolver404, resolve
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 _BAD = re.compile("[\x00\ud800-\udfff]")
@@ -110,3 +116,87 @@ class StaticFiles(WhiteNoiseMiddleware):
             return await sync_to_async(self.serve)(static_file, request)
         get_response: Callable[[HttpRequest], Awaitable[HttpResponse]] = self.get_response
         return await get_response(request)
+
+
+def serves_async_view(request: HttpRequest) -> bool:
+    """Whether an async view (a coroutine: the API's hot endpoints, the streams) will
+    answer this request; resolved once per request."""
+    known = getattr(request, "_opie_async_view", None)
+    if known is None:
+        try:
+            match = resolve(request.path_info, getattr(request, "urlconf", None))
+        except Resolver404:
+            known = False
+        else:
+            known = iscoroutinefunction(match.func)
+        request._opie_async_view = known  # type: ignore[attr-defined]
+    return known
+
+
+class OnTheLoop:
+    """Mixed into Django's own middleware (MIDDLEWARE lists the results below).
+
+    Under ASGI, Django's MiddlewareMixin hands every process_request and
+    process_response to a thread and back: about a dozen hops per request
+    through this stack, most of what an async view's request costs. For a
+    request an async view answers, these hooks only read headers and set
+    attributes, so here they run on the event loop; a hook that would write
+    (a modified session, stored messages) still goes to a thread. Requests
+    for sync views keep Django's behaviour: they need a thread anyway."""
+
+    async_mode: bool
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        if not serves_async_view(request):
+            return await super().__acall__(request)  # type: ignore[misc,no-any-return]
+        response = self.process_request(request) if hasattr(self, "process_request") else None
+        response = response or await self.get_response(request)  # type: ignore[attr-defined]
+        if hasattr(self, "process_response"):
+            if self.writes(request):
+                return await sync_to_async(self.process_response)(request, response)
+            response = self.process_response(request, response)
+        return response  # type: ignore[no-any-return]
+
+    def writes(self, request: HttpRequest) -> bool:
+        """Whether process_response would do I/O for this request."""
+        return False
+
+
+class SecurityMiddleware(OnTheLoop, security.SecurityMiddleware):
+    pass
+
+
+class SessionMiddleware(OnTheLoop, sessions.SessionMiddleware):
+    def writes(self, request: HttpRequest) -> bool:
+        session = getattr(request, "session", None)
+        return session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST)
+
+
+class CommonMiddleware(OnTheLoop, common.CommonMiddleware):
+    pass
+
+
+class CsrfViewMiddleware(OnTheLoop, csrf.CsrfViewMiddleware):
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        super().__init__(get_response)
+        if self.async_mode:  # Django adapts process_view once, when it loads the middleware
+            self.process_view = self._process_view_async  # type: ignore[method-assign]
+
+    async def _process_view_async(self, request: HttpRequest, callback: Any, args: Any, kwargs: Any) -> Any:
+        if serves_async_view(request):  # csrf-exempt API views return at once; a stream is a GET
+            return super().process_view(request, callback, args, kwargs)
+        return await sync_to_async(super().process_view)(request, callback, args, kwargs)
+
+
+class AuthenticationMiddleware(OnTheLoop, auth.AuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(OnTheLoop, messages.MessageMiddleware):
+    def writes(self, request: HttpRequest) -> bool:
+        storage = getattr(request, "_messages", None)
+        return storage is not None and (storage.used or storage.added_new)
+
+
+class XFrameOptionsMiddleware(OnTheLoop, clickjacking.XFrameOptionsMiddleware):
+    pass

@@ -42,16 +42,18 @@ INSTALLED_APPS = [
     "apps.opie",
 ]
 
+# Django's own middleware, each run on the event loop for requests an async view answers
+# (apps.opie.middleware.OnTheLoop): under ASGI a waiting client holds no thread
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    "apps.opie.middleware.SecurityMiddleware",
     "apps.opie.middleware.TextInputGuard",  # NUL / lone surrogates: a 400, never a database error
     "apps.opie.middleware.StaticFiles",  # WhiteNoise, async-capable
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "apps.opie.middleware.SessionMiddleware",
+    "apps.opie.middleware.CommonMiddleware",
+    "apps.opie.middleware.CsrfViewMiddleware",
+    "apps.opie.middleware.AuthenticationMiddleware",
+    "apps.opie.middleware.MessageMiddleware",
+    "apps.opie.middleware.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
