@@ -315,3 +315,19 @@ def test_end_to_end_a_worker_delivers_exactly_one_verified_webhook(http, start_w
     event = Webhook(http.get("webhook-secret/").json()["secret"]).verify(request["body"], request["headers"])
     assert event["type"] == "job.succeeded" and event["data"]["job_id"] == job["job_id"]
     assert event["data"]["result"]["content"] == "Echo #1: ping me"
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_sends_the_webhook_of_a_job_it_finished_itself(http, start_worker, user, dev):
+    start_worker(queues="agents")  # nobody consumes `webhooks`: no task may carry this attempt
+    agent = make_agent(user)
+    with Receiver([200]) as receiver:
+        accepted = http.post("send-message/", json={"agent_id": agent.public_id, "message": "call me",
+                                                    "callback_url": receiver.url}).json()
+        received = receiver.wait_for(1)
+
+    assert len(received) == 1
+    assert json.loads(received[0]["body"])["data"]["job_id"] == accepted["job_id"]
+    delivery = WebhookDelivery.objects.get(job__public_id=accepted["job_id"])
+    assert (delivery.status, delivery.attempt_count) == ("delivered", 1)

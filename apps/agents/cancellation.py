@@ -11,9 +11,11 @@ up or its run is cancelled.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
+from agno.run import cancel
 from agno.run.cancel import cancellation_manager_explicitly_set, get_cancellation_manager, set_cancellation_manager
 from agno.run.cancellation_management.in_memory_cancellation_manager import InMemoryRunCancellationManager
 
@@ -46,8 +48,17 @@ class WaitableCancellationManager(InMemoryRunCancellationManager):
 
 def install() -> None:
     """Use it in this process, unless something chose another manager (a Redis one, say)."""
-    if not cancellation_manager_explicitly_set():
+    if cancellation_manager_explicitly_set():
+        return
+    # agno announces the change at INFO on the logger it bound at import, whose handler prints
+    # plain text to stdout (a JSON-logging worker must write JSON only): keep that line out
+    announcer = cancel.logger
+    level = announcer.level
+    announcer.setLevel(logging.WARNING)
+    try:
         set_cancellation_manager(WaitableCancellationManager())
+    finally:
+        announcer.setLevel(level)
 
 
 def wait_cancelled(run_id: str, timeout: float) -> bool:

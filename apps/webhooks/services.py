@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from apps.common import DomainError
 from apps.webhooks.client import webhook_http_client
+from apps.webhooks.dispatch import webhook_dispatch
 from apps.webhooks.models import WebhookDelivery, WebhookSecret, new_secret
 from apps.webhooks.ssrf import BlockedAddress, resolve_checked
 
@@ -73,16 +74,7 @@ def webhook_outbox_for_job(*, job: Any) -> None:
     delivery = WebhookDelivery.objects.create(job=job, owner_id=job.owner_id, event_type=f"job.{job.status}",
                                               url=job.callback_url, payload=_event(job),
                                               next_attempt_at=timezone.now())
-    transaction.on_commit(lambda: webhook_send_now(delivery_id=delivery.pk))
-
-
-def webhook_send_now(*, delivery_id: int) -> None:
-    from workers.webhook_tasks import deliver_webhook_task
-
-    try:
-        deliver_webhook_task.delay(delivery_id)
-    except Exception:  # the broker is down: beat's dispatcher will find the due row
-        logger.warning("delivery %s: publish failed; the dispatcher will send it", delivery_id, exc_info=True)
+    transaction.on_commit(lambda: webhook_dispatch(delivery_id=delivery.pk))
 
 
 def webhook_secret_get_or_create(*, user: AbstractBaseUser) -> str:
@@ -250,5 +242,5 @@ def webhook_redeliver(*, job: Any) -> WebhookDelivery:
             job=job, owner_id=job.owner_id, event_type=f"job.{job.status}", url=job.callback_url,
             payload=original.payload if original else _event(job), next_attempt_at=timezone.now(),
             **({"webhook_id": original.webhook_id} if original else {}))
-        transaction.on_commit(lambda: webhook_send_now(delivery_id=delivery.pk))
+        transaction.on_commit(lambda: webhook_dispatch(delivery_id=delivery.pk))
     return delivery

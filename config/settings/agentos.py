@@ -60,6 +60,9 @@ AGENTOS_PROVIDER_MAX_CONNECTIONS = env_int("AGENTOS_PROVIDER_MAX_CONNECTIONS", 2
 # Connections (open and kept alive) of one worker process's webhook client, shared by its
 # threads across every receiver: at least the deliveries one worker sends at once.
 AGENTOS_WEBHOOK_MAX_CONNECTIONS = env_int("AGENTOS_WEBHOOK_MAX_CONNECTIONS", 500)
+# Threads per worker process that send a finished job's webhook (its first attempt) from
+# the process that ended it; retries go through beat's dispatcher and the `webhooks` queue.
+AGENTOS_WEBHOOK_THREADS = env_int("AGENTOS_WEBHOOK_THREADS", 16)
 
 # Queues /readyz requires a live worker on: all four, as the Procfile and Compose run a
 # worker for each (uploads would wait forever with no `knowledge` worker).
