@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import connection
 from django.db.models import Model
@@ -74,3 +74,30 @@ def _attnames(model: type[Model], fields: list[str] | None) -> list[str]:
     if fields is not None:
         return [model._meta.pk.attname, *(name for name in fields if name != model._meta.pk.attname)]
     return [field.attname for field in model._meta.concrete_fields]
+
+
+M = TypeVar("M", bound=Model)
+_INSERTS: dict[type[Model], tuple[str, list[Any]]] = {}
+
+
+def insert_new(instance: M) -> M:
+    """INSERT a new instance as `Model.save()` would for a plain insert (its defaults and
+    auto_now fields applied, each value prepared by its field), in one statement
+    written once per model: for the few rows every message writes, where composing
+    the ORM's INSERT cost three times running it. It sends no save signals (Opie
+    connects none); the instance comes back saved, with its primary key."""
+    model = type(instance)
+    if model not in _INSERTS:
+        meta = model._meta
+        fields = [field for field in meta.local_concrete_fields if not (field.primary_key and field.db_returning)]
+        quote = connection.ops.quote_name
+        _INSERTS[model] = (f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+                           f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {quote(meta.pk.column)}", fields)
+    sql, fields = _INSERTS[model]
+    params = [field.get_db_prep_save(field.pre_save(instance, True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        instance.pk = cursor.fetchone()[0]
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return instance

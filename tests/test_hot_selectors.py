@@ -63,3 +63,35 @@ def test_another_users_job_is_not_found(user, agent):
 
     with pytest.raises(NotFound):
         job_get_owned(user=make_user("mallory"), job_id=job.public_id)
+
+
+def test_a_row_inserted_in_one_statement_reads_back_as_the_orm_would_have_saved_it(user, agent):
+    from django.db import IntegrityError, transaction
+
+    from apps.common import insert_new
+    from apps.events.models import JobEvent
+
+    job = message_send(user=user, agent=agent, message="hi")
+    ours = insert_new(JobEvent(job_id=job.pk, seq=7, type="tool_call.started", data={"name": "calculator"}))
+    theirs = JobEvent.objects.create(job_id=job.pk, seq=8, type="tool_call.started", data={"name": "calculator"})
+
+    stored = JobEvent.objects.get(pk=ours.pk)
+    assert not ours._state.adding and ours.pk is not None and ours.created_at is not None
+    assert fields_of(stored) == fields_of(ours)
+    assert {k: v for k, v in fields_of(stored).items() if k not in ("id", "seq", "created_at")} == {
+        k: v for k, v in fields_of(JobEvent.objects.get(pk=theirs.pk)).items() if k not in ("id", "seq", "created_at")}
+    with pytest.raises(IntegrityError), transaction.atomic():  # constraints hold as for save()
+        insert_new(JobEvent(job_id=job.pk, seq=7, type="again", data={}))
+
+
+def test_a_claimed_job_comes_with_what_the_orm_would_join_to_it(user, agent):
+    from apps.jobs.lifecycle import job_claim
+
+    job = message_send(user=user, agent=agent, message="hi")
+
+    claimed = job_claim(job_id=job.pk, worker="w:1")
+
+    orm = Job.objects.select_related("agent", "session", "owner").get(pk=job.pk)
+    assert fields_of(claimed) == fields_of(orm)
+    for relation in ("agent", "session", "owner"):
+        assert fields_of(getattr(claimed, relation)) == fields_of(getattr(orm, relation)), relation

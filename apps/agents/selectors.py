@@ -16,7 +16,7 @@ from django.db.models import Q, QuerySet
 from apps.agents.models import Agent
 from apps.agents.presenters import agent_snapshot
 from apps.cache import PERMS_PUBLIC, agent_key, perms_key, read_many
-from apps.common import NotFound
+from apps.common import NotFound, columns, fetch_instances
 
 
 def _granted(user: AbstractBaseUser) -> Q:
@@ -79,12 +79,17 @@ def agent_snapshot_get_visible(*, user: AbstractBaseUser, agent_id: str) -> dict
     return found[0]
 
 
+_ENABLED_AGENT_SQL = f"SELECT {columns(Agent, 'a')} FROM {Agent._meta.db_table} a WHERE a.public_id = %s AND a.enabled"
+
+
 def agent_get_visible(*, user: AbstractBaseUser, agent_id: str) -> Agent:
     """The row itself (for writes that hang off it): always from the database.
     The same rule as `agent_list_visible`, by one indexed read (and a second
-    only for an agent shared with named users): it is on every send's path."""
-    agent = Agent.objects.filter(public_id=agent_id, enabled=True).first()
-    if agent is None or (agent.is_vault and not settings.AGENTOS_INCLUDE_VAULT_AGENTS):
+    only for an agent shared with named users): it is on every send's path,
+    so that read is written once (apps.common.fetch_instances)."""
+    found = fetch_instances(_ENABLED_AGENT_SQL, [agent_id], Agent)
+    agent = found[0] if found else None
+    if not isinstance(agent, Agent) or (agent.is_vault and not settings.AGENTOS_INCLUDE_VAULT_AGENTS):
         raise NotFound("agent")
     if agent.owner_id == user.pk or agent.visibility == Agent.Visibility.PUBLIC:
         return agent

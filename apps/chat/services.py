@@ -9,7 +9,7 @@ from django.db import transaction
 from apps.agents.models import Agent
 from apps.cache import invalidate_on_commit, session_key
 from apps.chat.models import ChatSession
-from apps.common import DomainError
+from apps.common import DomainError, insert_new
 
 MAX_TITLE = 200
 
@@ -30,8 +30,8 @@ def session_create(*, user: AbstractBaseUser, agent: Agent, title: str = "",
     """`session_id` keeps an id chosen elsewhere (AgentOS clients pick their own)."""
     # a new public id has no cache entry (misses are not cached): nothing to invalidate
     if session_id is not None:
-        return ChatSession.objects.create(public_id=session_id[:40], owner=user, agent=agent, title=_title(title))
-    return ChatSession.objects.create(owner=user, agent=agent, title=_title(title))
+        return insert_new(ChatSession(public_id=session_id[:40], owner=user, agent=agent, title=_title(title)))
+    return insert_new(ChatSession(owner=user, agent=agent, title=_title(title)))
 
 
 @transaction.atomic

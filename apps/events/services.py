@@ -25,6 +25,7 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError, connection, transaction
 
+from apps.common import insert_new
 from apps.events.models import JobEvent
 from apps.events.pubsub import publish
 from apps.jobs.models import Job
@@ -65,7 +66,7 @@ def _next_seq(job_id: int, *, status: str | None = None) -> int | None:
 
 def _record(*, job: Job, seq: int, type: str, data: dict[str, Any]) -> JobEvent:
     """Inside the transaction that took `seq` (and holds the job's row lock): the event, published after commit."""
-    event = JobEvent.objects.create(job_id=job.pk, seq=seq, type=type, data=_json_safe(data))
+    event = insert_new(JobEvent(job_id=job.pk, seq=seq, type=type, data=_json_safe(data)))
     transaction.on_commit(partial(publish, public_id=job.public_id, seq=event.seq, type=type), robust=True)
     return event
 
@@ -94,7 +95,7 @@ def job_created(*, job: Job) -> None:
     must have been created with `event_seq=1`."""
     if job.event_seq != 1:
         raise ValueError("job_created needs a job created with event_seq=1")
-    event = JobEvent.objects.create(job_id=job.pk, seq=1, type=f"job.{job.status}", data=_json_safe(job_to_dict(job)))
+    event = insert_new(JobEvent(job_id=job.pk, seq=1, type=f"job.{job.status}", data=_json_safe(job_to_dict(job))))
     transaction.on_commit(partial(publish, public_id=job.public_id, seq=event.seq, type=event.type), robust=True)
 
 

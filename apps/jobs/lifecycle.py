@@ -15,12 +15,15 @@ from datetime import timedelta
 from typing import Any, Iterable
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
+from apps.agents.models import Agent
 from apps.chat.models import ChatMessage, ChatSession
 from apps.chat.services import session_changed
+from apps.common import columns, fetch_instances, insert_new
 from apps.events.services import job_status_changed
 from apps.jobs.dispatch import job_dispatch
 from apps.jobs.models import Job
@@ -75,7 +78,7 @@ def job_claim(*, job_id: int, worker: str) -> Job | None:
                 "max_attempts": settings.AGENTOS_MAX_ATTEMPTS, "terminal": [str(s) for s in Job.TERMINAL]})
             claimed = cursor.fetchone()
         if claimed is not None:
-            job = Job.objects.select_related("agent", "session", "owner").get(pk=job_id)
+            job = _claimed_job(job_id)
             job_status_changed(job=job, seq=claimed[0])
             return job
     _end_unclaimable(job_id=job_id, now=now)
@@ -100,6 +103,21 @@ UPDATE jobs_job AS j
                       AND earlier.kind = 'message' AND earlier.status <> ALL(%(terminal)s))
 RETURNING j.event_seq
 """
+
+
+_CLAIMED_JOB_SQL = (
+    f"SELECT {columns(Job, 'j')}, {columns(Agent, 'a')}, {columns(ChatSession, 's')}, {columns(get_user_model(), 'u')} "
+    f"FROM {Job._meta.db_table} j LEFT JOIN {Agent._meta.db_table} a ON a.id = j.agent_id "
+    f"LEFT JOIN {ChatSession._meta.db_table} s ON s.id = j.session_id "
+    f"JOIN {get_user_model()._meta.db_table} u ON u.id = j.owner_id WHERE j.id = %s")
+
+
+def _claimed_job(job_id: int) -> Job:
+    """The claimed job with its agent, session and owner, in one statement (apps.common.fetch_instances)."""
+    job, agent, session, owner = fetch_instances(_CLAIMED_JOB_SQL, [job_id], Job, Agent, ChatSession,  # type: ignore[misc]
+                                                 get_user_model())
+    job.agent, job.session, job.owner = agent, session, owner  # type: ignore[union-attr]
+    return job  # type: ignore[return-value]
 
 
 @transaction.atomic
@@ -161,7 +179,7 @@ def job_succeed_message(*, job: Job, content: str, tool_calls: list[dict[str, An
         else:
             logger.info("job %s: attempt lost its lease; reply dropped", job.public_id)
         return None
-    reply.save()
+    insert_new(reply)
     ChatSession.objects.filter(pk=job.session_id).update(updated_at=now)
     session_changed(session_id=job.session.public_id)
     ended(job_id=job.pk, job=_ending(job, **done))

@@ -16,7 +16,7 @@ from django.utils import timezone
 from apps.agents.models import Agent
 from apps.chat.models import ChatMessage, ChatSession
 from apps.chat.services import session_changed, session_create
-from apps.common import DomainError, public_id
+from apps.common import DomainError, insert_new, public_id
 from apps.events.services import job_created, job_status_changed
 from apps.jobs.dispatch import job_dispatch_on_commit
 from apps.jobs.lifecycle import ended
@@ -73,12 +73,12 @@ def message_send(*, user: AbstractBaseUser, agent: Agent, message: str, session:
         _apply_multitask(session=session, multitask=multitask)
     now = timezone.now()
     message_id = public_id("msg")
-    job = Job.objects.create(owner=user, kind=Job.Kind.MESSAGE, agent=agent, session=session,
-                             callback_url=callback_url, deadline_at=now + deadline, input={"message_id": message_id},
-                             event_seq=1,  # its `job.queued` event, written below
-                             enqueued_at=now)  # published on commit; a failed publish clears it
-    ChatMessage.objects.create(public_id=message_id, session=session, role=ChatMessage.Role.USER, content=message,
-                               job=job)
+    job = insert_new(Job(owner=user, kind=Job.Kind.MESSAGE, agent=agent, session=session,
+                         callback_url=callback_url, deadline_at=now + deadline, input={"message_id": message_id},
+                         event_seq=1,  # its `job.queued` event, written below
+                         enqueued_at=now))  # published on commit; a failed publish clears it
+    insert_new(ChatMessage(public_id=message_id, session=session, role=ChatMessage.Role.USER, content=message,
+                           job=job))
     if not created:
         ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
         session_changed(session_id=session.public_id)

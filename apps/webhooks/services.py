@@ -26,7 +26,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
-from apps.common import DomainError
+from apps.common import DomainError, insert_new
 from apps.webhooks.client import webhook_http_client
 from apps.webhooks.dispatch import webhook_dispatch
 from apps.webhooks.models import WebhookDelivery, WebhookSecret, new_secret
@@ -71,9 +71,8 @@ def webhook_outbox_for_job(*, job: Any) -> None:
     """Inside the transaction that ended `job`: its delivery row, sent after commit."""
     if not job.callback_url:
         return
-    delivery = WebhookDelivery.objects.create(job=job, owner_id=job.owner_id, event_type=f"job.{job.status}",
-                                              url=job.callback_url, payload=_event(job),
-                                              next_attempt_at=timezone.now())
+    delivery = insert_new(WebhookDelivery(job=job, owner_id=job.owner_id, event_type=f"job.{job.status}",
+                                          url=job.callback_url, payload=_event(job), next_attempt_at=timezone.now()))
     transaction.on_commit(lambda: webhook_dispatch(delivery_id=delivery.pk))
 
 
