@@ -117,7 +117,9 @@ def _client(mode: str, url: str, agent: str, count: int, connections: int, token
     """bench.agentos_client in its own process: `sync`, `poll` or `stream` (see there)."""
     out = subprocess.run([PY, "-m", "bench.agentos_client", mode, "--url", url, "--agent", agent, "--token", token,
                           "--count", str(count), "--connections", str(connections), "--poll", str(POLL_S)],
-                         cwd=ROOT, env=dict(os.environ), capture_output=True, check=True)
+                         cwd=ROOT, env=dict(os.environ), capture_output=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"bench.agentos_client {mode} failed:\n{out.stderr.decode()[-3000:]}")
     return json.loads(out.stdout)
 
 
