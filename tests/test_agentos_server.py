@@ -2,18 +2,22 @@
 real uvicorn process, behind Opie's API tokens, sharing the Django sessions."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import OperationalError, connection, connections, transaction
 from django.test import override_settings
 
 from apps.agents.models import Agent
@@ -152,6 +156,95 @@ def test_agentos_and_the_rest_api_share_one_transcript(agentos, start_worker, ht
     assert mallory.get("/sessions", params={"type": "agent"}).json()["data"] == []
     assert mallory.get(f"/sessions/{session_id}", params={"type": "agent"}).status_code == 404
     assert ChatMessage.objects.filter(session__public_id=session_id).count() == 4
+
+
+def lock_waiters() -> int:
+    """Backends of the test database waiting for a lock."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND wait_event_type = 'Lock'")
+        return cursor.fetchone()[0]
+
+
+def test_a_run_stuck_on_a_database_lock_does_not_hold_up_other_runs(agentos, user):
+    """The server's storage calls run on a pool of threads, not one thread for the
+    whole process: while one run's reply write waits for a row lock, other runs
+    (and the token checks in front of them) go on and finish."""
+    agent = make_agent(user)
+    server = agentos()
+    token = make_token(user)
+    session_id = run(server.client(token), agent.public_id, "first").json()["session_id"]
+    meanwhile = server.client(token)
+    meanwhile.timeout = httpx.Timeout(10)  # queued behind the stuck write, they would time out
+
+    with ThreadPoolExecutor(1) as pool:
+        with transaction.atomic():
+            ChatSession.objects.select_for_update().get(public_id=session_id)  # held until the block ends
+            stuck = pool.submit(run, server.client(token), agent.public_id, "second", session_id=session_id)
+            deadline = time.monotonic() + 30
+            while lock_waiters() == 0:
+                assert not stuck.done() and time.monotonic() < deadline, "the second run never waited for the lock"
+                time.sleep(0.05)
+
+            others = [run(meanwhile, agent.public_id, f"meanwhile {i}") for i in range(3)]
+            assert [(r.status_code, r.json()["content"]) for r in others] == [
+                (200, f"Echo #1: meanwhile {i}") for i in range(3)]
+            assert not stuck.done(), "the second run is still waiting for the lock"
+        reply = stuck.result(timeout=30)
+
+    assert reply.status_code == 200 and reply.json()["content"] == "Echo #2: second"
+    assert ChatMessage.objects.filter(session__public_id=session_id).count() == 4
+
+
+def test_storage_calls_overlap_on_threads_of_their_own_as_the_request_user(user):
+    """Four storage calls in flight at once each get a thread (each waits here
+    until all four are in, which one shared thread would never see), and each
+    sees the user the request authenticated as."""
+    from apps.opie.agentos.agno_db import current_user, in_db_thread
+
+    all_in = threading.Barrier(4, timeout=10)
+
+    def storage_call() -> tuple[int, Any]:
+        all_in.wait()
+        return threading.get_ident(), current_user.get()
+
+    async def four_runs() -> list[tuple[int, Any]]:
+        current_user.set(user)
+        return await asyncio.gather(*(in_db_thread(storage_call)() for _ in range(4)))
+
+    seen = asyncio.run(four_runs())
+    assert len({thread for thread, _ in seen}) == 4
+    assert [seen_user for _, seen_user in seen] == [user] * 4
+
+
+def test_a_storage_thread_closes_a_connection_that_broke_or_outlived_its_age(transactional_db, monkeypatch):
+    """The storage threads outlive requests, so each call ends as a Django request
+    does: a connection that errored and no longer works, or that is older than
+    CONN_MAX_AGE, is closed, and that thread's next call connects afresh."""
+    from apps.opie.agentos.agno_db import in_db_thread
+
+    def break_own_connection() -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        killer = connections.create_connection("default")
+        try:
+            with killer.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        finally:
+            killer.close()
+        with pytest.raises(OperationalError), connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return connections["default"]  # this thread's own wrapper (`connection` is a proxy)
+
+    def connect() -> Any:
+        connection.ensure_connection()
+        return connections["default"]
+
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 60)
+    assert asyncio.run(in_db_thread(break_own_connection)()).connection is None, "young, but broken"
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
+    assert asyncio.run(in_db_thread(connect)()).connection is None, "working, but past its age"
 
 
 def test_user_id_and_reload_flags(agentos, user, other_user):

@@ -16,21 +16,59 @@ deleted session.
 
 agno features Opie does not keep (memories, evals, traces, knowledge contents,
 learnings) answer empty.
+
+The Django side runs on a bounded pool of threads (`in_db_thread`), so the
+storage work of concurrent runs overlaps instead of queueing on one thread.
 """
 from __future__ import annotations
 
 import contextvars
 import logging
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import transaction
+from django.db import close_old_connections, transaction
 
 from agno.db.base import AsyncBaseDb, SessionType
 
 logger = logging.getLogger(__name__)
 
 current_user: contextvars.ContextVar[Any] = contextvars.ContextVar("opie_agentos_user", default=None)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# The server's database calls in flight at once. Django connections are per
+# thread, so this also bounds the PostgreSQL connections AgentOS holds: each
+# thread keeps one for DB_CONN_MAX_AGE as a web thread does (with DB_POOL_SIZE,
+# hands it back to the pool after each call). 4, 16 and 64 threads served 200
+# concurrent runs in about the same time on two cores, bound by CPU. Its own
+# pool, not the loop's default executor: agno runs sync tools there
+# (asyncio.to_thread), and they must not hold up session reads and writes.
+DB_THREADS = 16
+_executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="agentos-db")
+
+
+def in_db_thread(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """`func` as a coroutine function that runs on the server's database threads.
+
+    sync_to_async's default (thread_sensitive=True) runs every call of the whole
+    process on one thread, one after another: each AgentOS run's session reads
+    and writes waited for every other run's. These threads outlive requests and
+    no request_started/finished signal reaches them, so each call is bracketed
+    like a Django request: close_old_connections() before and after closes a
+    connection that errored or outlived CONN_MAX_AGE. sync_to_async runs `func`
+    in a copy of the caller's context, so it sees `current_user`."""
+    def hygienic(*args: P.args, **kwargs: P.kwargs) -> R:
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return sync_to_async(hygienic, thread_sensitive=False, executor=_executor)
+
 
 # agno features Opie does not store answer empty, never with an error. Listings
 # come back as (rows, total) when agno asks for raw rows (deserialize=False).
@@ -62,7 +100,7 @@ class DjangoSessionDb(AsyncBaseDb):
     async def get_session(self, session_id: str, session_type: SessionType | None = None,
                           user_id: str | None = None, deserialize: bool | None = True,
                           runs_limit: int | None = None) -> Any:
-        data = await sync_to_async(self._session_dict)(session_id, runs_limit)
+        data = await in_db_thread(self._session_dict)(session_id, runs_limit)
         if data is None or not deserialize:
             return data
         from agno.session.agent import AgentSession
@@ -75,8 +113,8 @@ class DjangoSessionDb(AsyncBaseDb):
                            limit: int | None = None, page: int | None = None, sort_by: str | None = None,
                            sort_order: str | None = None, deserialize: bool | None = True,
                            include_runs: bool = True) -> Any:
-        rows, total = await sync_to_async(self._sessions)(component_id, session_name, limit, page, sort_order,
-                                                          include_runs)
+        rows, total = await in_db_thread(self._sessions)(component_id, session_name, limit, page, sort_order,
+                                                         include_runs)
         if not deserialize:
             return rows, total
         from agno.session.agent import AgentSession
@@ -84,7 +122,7 @@ class DjangoSessionDb(AsyncBaseDb):
         return [AgentSession.from_dict(row) for row in rows]
 
     async def upsert_session(self, session: Any, deserialize: bool | None = True) -> Any:
-        await sync_to_async(self._upsert_session)(session)
+        await in_db_thread(self._upsert_session)(session)
         return session if deserialize else session.to_dict()
 
     async def upsert_sessions(self, sessions: list[Any], deserialize: bool | None = True,
@@ -93,19 +131,19 @@ class DjangoSessionDb(AsyncBaseDb):
 
     async def rename_session(self, session_id: str, session_type: SessionType | None, session_name: str,
                              user_id: str | None = None, deserialize: bool | None = True) -> Any:
-        renamed = await sync_to_async(self._rename)(session_id, session_name)
+        renamed = await in_db_thread(self._rename)(session_id, session_name)
         return await self.get_session(session_id, deserialize=deserialize) if renamed else None
 
     async def delete_session(self, session_id: str, user_id: str | None = None) -> bool:
-        return await sync_to_async(self._delete)([session_id]) > 0
+        return await in_db_thread(self._delete)([session_id]) > 0
 
     async def delete_sessions(self, session_ids: list[str], user_id: str | None = None) -> None:
-        await sync_to_async(self._delete)(session_ids)
+        await in_db_thread(self._delete)(session_ids)
 
     # runs
     async def upsert_run(self, run: Any, session_id: str, user_id: str | None = None,
                          run_index: int | None = None) -> None:
-        await sync_to_async(self._record_run)(run, session_id)
+        await in_db_thread(self._record_run)(run, session_id)
 
     # ---- the Django side (sync) ----
     def _user(self) -> Any:

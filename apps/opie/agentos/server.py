@@ -22,8 +22,6 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
 
-from asgiref.sync import sync_to_async
-
 logger = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/health"})
@@ -66,20 +64,21 @@ class TokenAuthMiddleware:
         self.served = served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from apps.opie.agentos.agno_db import current_user
+        from apps.opie.agentos.agno_db import current_user, in_db_thread
 
         if scope["type"] not in ("http", "websocket") or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        user = await sync_to_async(_authenticate)(headers.get("authorization", ""))
+        # on the storage's database threads: a token check must not wait for every other request's
+        user = await in_db_thread(_authenticate)(headers.get("authorization", ""))
         if user is None:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 4401})
                 return
             await _json_error(send, 401, "unauthorized", "Send an Opie API token: Authorization: Bearer <token>.")
             return
-        visible = self.served & await sync_to_async(_visible_agent_ids)(user)
+        visible = self.served & await in_db_thread(_visible_agent_ids)(user)
         match = AGENT_PATH.match(scope["path"])
         if match and match.group(1) not in visible:
             await _json_error(send, 404, "not_found", "agent not found.")
