@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 FLOWER_PORT ?= 5555
 
-.PHONY: run test bench chaos install stop services lock clean browser audit
+.PHONY: run test bench profile chaos install stop services lock clean browser audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ audit:
 ## bench: every benchmark scenario in one go (about 8 minutes; `make bench ARGS=--quick` for ~1)
 bench: install
 	$(BIN)/python -m bench $(ARGS)
+
+## profile: py-spy flame graphs of the web and the agents worker on the real path (var/bench/profile)
+profile: install
+	$(BIN)/python -m bench.profile $(ARGS)
 
 ## services / stop: start or stop the embedded PostgreSQL and Redis under ./var
 services: install

@@ -1,4 +1,4 @@
-"""Scenario 7 of the benchmarks: agno's AgentOS, measured fairly, N × 1 s runs.
+"""Scenario 9 of the benchmarks: agno's AgentOS, measured fairly, N × 1 s runs.
 
     python -m bench.agentos [--quick] [--count N] [--only durable|agentos_start]
 
@@ -162,7 +162,7 @@ def agno_durable(mode: str, count: int, connections: int, cap: int | None,
     from bench.agno_app import SCHEMA
 
     seen = f"polled every {POLL_S:g} s" if mode == "poll" else "its event stream tailed"
-    say(f"7. agno AgentOS, durable queue (PostgresDb), background=true, {seen}: {count} runs, "
+    say(f"9. agno AgentOS, durable queue (PostgresDb), background=true, {seen}: {count} runs, "
         f"max_concurrency {cap or f'default ({AGNO_DEFAULT_CAP})'}, {connections} connections")
     with connection.cursor() as cursor:
         cursor.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
@@ -184,7 +184,7 @@ def agno_durable(mode: str, count: int, connections: int, cap: int | None,
 
 
 def agentos_start(ctx: dict[str, Any], count: int, connections: int, say: Callable[[str], None]) -> dict[str, Any]:
-    say(f"7. manage.py agentos_start (DjangoSessionDb), stream=false: {count} runs, {connections} connections")
+    say(f"9. manage.py agentos_start (DjangoSessionDb), stream=false: {count} runs, {connections} connections")
     port = _free_port()
     name = "agentos-start"
     proc = _start(name, [PY, "manage.py", "agentos_start", "--port", str(port), "--user-id", str(ctx["user"].pk)],
@@ -229,7 +229,7 @@ def report_rows(result: dict[str, Any]) -> list[str]:
         rows.append(f"| agno durable queue (PostgresDb), background=true, {seen}, {cap} | {_cells(r)} |")
     if "agentos_start" in result:
         rows.append(f"| manage.py agentos_start (Django storage), stream=false | {_cells(result['agentos_start'])} |")
-    title = f"7. AgentOS, {n} × 1 s runs, each its own session; client clock, first submit → last completion"
+    title = f"9. AgentOS, {n} × 1 s runs, each its own session; client clock, first submit → last completion"
     return [f"| {title if i == 0 else ''} {row}" for i, row in enumerate(rows)]
 
 

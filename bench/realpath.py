@@ -163,11 +163,11 @@ def scenario_realpath(ctx: dict[str, Any], quick: bool, say: Say = say, only: se
     from apps.agents.models import Agent
     from apps.webhooks.services import webhook_secret_get_or_create
 
-    wanted = only or {"throughput", "accept", "slow"}
+    wanted = only or {"throughput", "accept", "slow", "compare"}
     sizes = {"throughput": 500 if quick else 3000, "accept_s": 3 if quick else 10,
-             "slow": 200 if quick else 1000}
+             "slow": 200 if quick else 1000, "compare": 100 if quick else 500}
     if count:  # debugging the harness: every scenario at this size
-        sizes = {"throughput": count, "accept_s": max(1, count // 100), "slow": count}
+        sizes = {"throughput": count, "accept_s": max(1, count // 100), "slow": count, "compare": count}
     quiet_httpx()
     settled = purge_and_settle(ctx["user"])
     slow_agent = Agent.objects.get(public_id=ctx["slow"])
@@ -196,15 +196,18 @@ def scenario_realpath(ctx: dict[str, Any], quick: bool, say: Say = say, only: se
             say(f"{LABEL}b. send-message at 100 req/s for {seconds} s (open loop) while the worker drains them")
             result["accept"] = drive(layout, receiver, receiver_url, ctx, name="accept", agent=ctx["echo"],
                                      count=100 * seconds, connections=256, rate=100, say=say)
-        if "slow" in wanted:
-            n = sizes["slow"]
+        if wanted & {"slow", "compare"}:
             notes: list[str] = []
-            say(f"{LABEL}c. {n} × 1 s jobs on one agents worker process, concurrency {SLOW_CONCURRENCY}")
             layout.restart("worker", extra={"AGENTS_CONCURRENCY": str(SLOW_CONCURRENCY)},
                            adjust=lambda spec: ensure_concurrency(spec, SLOW_CONCURRENCY, notes))
-            result["slow"] = {**drive(layout, receiver, receiver_url, ctx, name="slow", agent=ctx["slow"], count=n,
-                                      connections=64, say=say),
-                              "worker_command": layout.describe()["worker"]["command"], "how": notes}
+        for key, letter in (("slow", "c"), ("compare", "d")):
+            if key not in wanted:
+                continue
+            n = sizes[key]
+            say(f"{LABEL}{letter}. {n} × 1 s jobs on one agents worker process, concurrency {SLOW_CONCURRENCY}")
+            result[key] = {**drive(layout, receiver, receiver_url, ctx, name=key, agent=ctx["slow"], count=n,
+                                   connections=64, say=say),
+                           "worker_command": layout.describe()["worker"]["command"], "how": notes}
     finally:
         layout.stop()
         receiver.stop()
@@ -276,6 +279,11 @@ def report_rows(result: dict[str, Any]) -> list[str]:
                  f"{_ms(c['db']['accepted_to_finished']['p99_ms'])} · {_ms(c['db']['finished_to_webhook']['p50_ms'])}"
                  f" / {_ms(c['db']['finished_to_webhook']['p99_ms'])} ms |",
                  f"| | webhooks | {_hooks_cell(c)} |"]
+    if "compare" in result:
+        c = result["compare"]
+        span = "n/a" if c["first_submit_to_last_webhook_s"] is None else f"{c['first_submit_to_last_webhook_s']:.2f}"
+        rows += [f"| {LABEL}d. {c['jobs']} × 1 s jobs as 7c (for the AgentOS comparison, scenario 9) | "
+                 f"first submit → last webhook, client clock | {span} s ({_hooks_cell(c)}) |"]
     return rows
 
 

@@ -155,7 +155,7 @@ def scenario_webhooks(ctx: dict[str, Any], quick: bool, say: Callable[[str], Non
 
 def report_rows(w: dict[str, Any]) -> list[str]:
     before, after = w["client_per_attempt"], w["shared_client"]
-    return [f"| 7. webhook delivery ({after['attempts']} attempts, local receiver) | worker CPU per attempt: "
+    return [f"| 10. webhook delivery ({after['attempts']} attempts, local receiver) | worker CPU per attempt: "
             f"new client per attempt · shared client | {before['cpu_ms']:.2f} ms · {after['cpu_ms']:.2f} ms "
             f"({w['cpu_ratio']:.0f}× less) |",
             f"| | wall time per attempt (sequential) | {before['wall_ms']:.2f} ms · {after['wall_ms']:.2f} ms |"]

@@ -93,6 +93,19 @@ def start_web(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[..., W
         web.stop()
 
 
+def hub_connections(pids: list[int]) -> list[dict[str, Any]]:
+    """These processes' events-hub connections, as Redis lists them."""
+    import redis
+    from django.conf import settings
+
+    from apps.events.hub import CLIENT_NAME
+    from apps.events.pubsub import redis_url
+
+    clients = redis.Redis.from_url(redis_url(settings.REDIS_URL)).client_list()
+    names = {f"{CLIENT_NAME}-{pid}" for pid in pids}
+    return [client for client in clients if client.get("name") in names]
+
+
 def test_the_procfile_serves_the_asgi_application_on_uvicorn_workers():
     command = procfile_command("web")
 
@@ -132,6 +145,7 @@ def test_more_waiters_than_the_old_thread_count_are_all_served_while_other_reque
     agent = make_agent(user, model_options={"latency_ms": 1000})
     count = 100  # 100 SSE streams + 100 long-polls: 200 waiters, where 2 × 16 threads froze the API at 33
     answered: dict[str, float] = {}
+    hubs: list[dict[str, Any]] = []
 
     async def scenario() -> tuple[list[str | None], list[str], list[int]]:
         limits = httpx.Limits(max_connections=2 * count + 20, max_keepalive_connections=2 * count + 20)
@@ -146,6 +160,7 @@ def test_more_waiters_than_the_old_thread_count_are_all_served_while_other_reque
             polls = [asyncio.create_task(_long_poll(client, job_id)) for job_id in job_ids]
             await asyncio.sleep(1.5)  # every waiter is connected and waiting
             threads = [process.num_threads() for process in web.workers()]
+            hubs.extend(hub_connections([process.pid for process in web.workers()]))
             started = time.monotonic()
             for name, request in (("agents", client.get("agents/")), ("job", client.get(f"jobs/{job_ids[0]}/")),
                                   ("send", client.post("send-message/", json={"agent_id": agent.public_id,
@@ -164,6 +179,9 @@ def test_more_waiters_than_the_old_thread_count_are_all_served_while_other_reque
     assert set(answered) == {"agents", "job", "send"}
     # each worker process keeps its configured threads (plus a few of its own), not one per waiter
     assert threads and all(n <= WEB_THREADS + 8 for n in threads), threads
+    # and one Redis subscriber, whatever its waiters: together they follow every job's channel
+    assert 1 <= len(hubs) <= len(threads), hubs
+    assert sum(int(hub["sub"]) for hub in hubs) >= count, hubs
 
 
 def test_a_stream_and_a_long_poll_still_end_when_the_web_cannot_reach_redis(start_web, user, token, tmp_path):

@@ -20,6 +20,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import os
 import time
 import weakref
 from contextlib import asynccontextmanager
@@ -43,6 +44,8 @@ CONFIRM_SECONDS = 2.0
 # a channel nobody follows is unsubscribed after this long
 UNSUBSCRIBE_AFTER = 5.0
 _RECONNECT_MAX = 5.0
+# how the hub's connection shows in Redis's CLIENT LIST (then `-<pid>`): one per web process
+CLIENT_NAME = "opie-events-hub"
 
 
 def recheck_seconds() -> float:
@@ -149,10 +152,6 @@ class Hub:
                     del self._followers[follower.channel]
                     self._idle_since[follower.channel] = time.monotonic()
 
-    @property
-    def following(self) -> int:
-        return sum(len(followers) for followers in self._followers.values())
-
     async def _confirmed(self, name: str) -> None:
         if not self._live and not self._down:  # still connecting: worth a short wait
             try:
@@ -190,7 +189,8 @@ class Hub:
 
     async def _connect(self) -> None:
         client = aioredis.Redis.from_url(redis_url(settings.REDIS_URL), socket_connect_timeout=1,
-                                         health_check_interval=30)
+                                         health_check_interval=30,
+                                         client_name=f"{CLIENT_NAME}-{os.getpid()}")
         self._client = client
         pubsub = client.pubsub()
         # a pub/sub connection exists once it subscribes: this channel is never published to
