@@ -419,6 +419,7 @@ def report(r: dict[str, Any]) -> str:
 
 def plot(r: dict[str, Any], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -460,6 +461,11 @@ def plot(r: dict[str, Any], path: Path) -> None:
     names, values = zip(*[(name.replace(", ", ",\n", 1), seconds) for name, seconds, _ in comparison(r)])
     cmp_ax.barh(names, values, color=["tab:green"] + ["tab:blue"] * (len(values) - 2) + ["tab:red"])
     cmp_ax.set_xscale("log")
+    cmp_ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1, 3)))
+    cmp_ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    cmp_ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    for y, value in enumerate(values):
+        cmp_ax.text(value, y, f" {value:.1f} s", va="center", fontsize=7)
     cmp_ax.set(title=f"9. {r['agentos']['runs']} × 1 s jobs, client clock", xlabel="seconds (log)")
     cmp_ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()

@@ -7,9 +7,12 @@ import sys
 from typing import Any
 
 from celery.signals import celeryd_after_setup, task_postrun, worker_process_init, worker_ready
+from django.db.backends.signals import connection_created
+from django.dispatch import receiver
 
 from apps.agents.cancellation import install as install_cancellation
 from workers.broker import patch_redis_channel
+from workers.priority import lower_own_group, share_priority
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
 patch_redis_channel()
@@ -80,6 +83,11 @@ def _after_fork(**_: Any) -> None:
     _prewarm()
 
 
+@receiver(connection_created)
+def _backend_at_our_priority(sender: Any = None, connection: Any = None, **_: Any) -> None:
+    share_priority(connection)
+
+
 @task_postrun.connect
 def _drop_broken_connections(**_: Any) -> None:
     """Each pool thread keeps its own database connection across tasks (Celery's
@@ -116,3 +124,4 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
 
 configure_agno_logging()
 install_cancellation()  # a run's model waits for its cancel on an event, never by polling
+lower_own_group()  # a niced worker's session yields the CPU to the web's (workers/priority.py)

@@ -56,7 +56,9 @@ class Command(BaseCommand):
         metrics_behind_auth()
 
         from celery_app import app
+        from workers.priority import lower_own_group
 
+        lower_own_group()  # started niced (the Procfile): monitoring yields the CPU to the web
         code = app.start(["flower", f"--address={address}", f"--port={port}"])
         if code:
             raise CommandError(f"Flower exited with status {code}")
