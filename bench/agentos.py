@@ -30,13 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from bench.layout import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -57,22 +57,6 @@ def _start(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{name}.log", "wb") as log:
         return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_health(url: str, proc: subprocess.Popen[bytes], name: str) -> None:
@@ -166,7 +150,7 @@ def agno_durable(mode: str, count: int, connections: int, cap: int | None,
         f"max_concurrency {cap or f'default ({AGNO_DEFAULT_CAP})'}, {connections} connections")
     with connection.cursor() as cursor:
         cursor.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "BENCH_AGNO_DB_URL": _agno_db_url(), "BENCH_AGNO_MAX_CONCURRENCY": str(cap or ""),
            "BENCH_LATENCY_MS": str(LATENCY_MS)}
     name = "agno-durable"
@@ -178,14 +162,14 @@ def agno_durable(mode: str, count: int, connections: int, cap: int | None,
         result = _measure(proc, lambda n, c: _client(mode, url, "slow", n, c), count, connections)
         result["queue_jobs"] = _queue_jobs()
     finally:
-        _stop(proc)
+        stop_process(proc)
     result["max_concurrency"], result["cap_default"] = cap or AGNO_DEFAULT_CAP, cap is None
     return result
 
 
 def agentos_start(ctx: dict[str, Any], count: int, connections: int, say: Callable[[str], None]) -> dict[str, Any]:
     say(f"9. manage.py agentos_start (DjangoSessionDb), stream=false: {count} runs, {connections} connections")
-    port = _free_port()
+    port = free_port()
     name = "agentos-start"
     proc = _start(name, [PY, "manage.py", "agentos_start", "--port", str(port), "--user-id", str(ctx["user"].pk)],
                   dict(os.environ))
@@ -195,7 +179,7 @@ def agentos_start(ctx: dict[str, Any], count: int, connections: int, say: Callab
         return _measure(proc, lambda n, c: _client("sync", url, ctx["slow"], n, c, ctx["token"]),
                         count, connections)
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def scenario_agentos(ctx: dict[str, Any], quick: bool, say: Callable[[str], None], count: int | None = None,

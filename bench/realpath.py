@@ -259,7 +259,7 @@ def report_rows(result: dict[str, Any]) -> list[str]:
                  f"| | accepted → finished p50 / p99 · finished → webhook arrived p50 / p99 | "
                  f"{_ms(db['accepted_to_finished']['p50_ms'])} / {_ms(db['accepted_to_finished']['p99_ms'])} · "
                  f"{_ms(db['finished_to_webhook']['p50_ms'])} / {_ms(db['finished_to_webhook']['p99_ms'])} ms |",
-                 f"| | task events Flower received meanwhile | "
+                 "| | task events Flower received meanwhile | "
                  + (" · ".join(f"{kind} {n:.0f}" for kind, n in t["flower_events"].items()) or "none") + " |",
                  _cpu_row(t)]
     if "accept" in result:
@@ -308,7 +308,7 @@ def targets_rows(result: dict[str, Any]) -> list[tuple[str, str, bool]]:
     if "slow" in result:
         c = result["slow"]
         span = c["first_submit_to_last_webhook_s"] or float("inf")
-        rows.append((f"1,000 × 1 s jobs, a webhook each, one agents worker process ≤ 4 s"
+        rows.append(("1,000 × 1 s jobs, a webhook each, one agents worker process ≤ 4 s"
                      + ("" if c["jobs"] == 1000 else f" (quick run: {c['jobs']} jobs)"),
                      f"{span:.2f} s", span <= 4 and _all_hooks(c) and c["jobs"] == 1000))
     return rows

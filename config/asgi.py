@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -73,7 +74,7 @@ class OpieASGIHandler(ASGIHandler):
         signals.request_started.disconnect(close_old_connections)
         signals.request_started.disconnect(reset_queries)
         signals.request_finished.disconnect(close_old_connections)
-        self._loops: set[int] = set()
+        self._loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -81,9 +82,9 @@ class OpieASGIHandler(ASGIHandler):
         if scope["type"] != "http":
             return await super().__call__(scope, receive, send)  # refused, as Django refuses it
         loop = asyncio.get_running_loop()
-        if id(loop) not in self._loops:  # `sync_to_async(thread_sensitive=False)` runs there too
+        if loop not in self._loops:  # `sync_to_async(thread_sensitive=False)` runs there too
             loop.set_default_executor(self.threads)
-            self._loops.add(id(loop))
+            self._loops.add(loop)
         async with ThreadSensitiveContext(executor=self.threads):
             await self.handle(scope, receive, send)
 
