@@ -415,3 +415,48 @@ def test_a_slow_reply_streams_growing_content_deltas_before_the_terminal_event(h
     assert texts[-1] == reply == f"Echo #1: {message}"
     assert all("id" not in e for e in deltas)  # a delta leaves the client's Last-Event-ID alone
     assert not JobEvent.objects.filter(job__public_id=accepted["job_id"], type="content.delta").exists()
+
+
+# --- the process's hub -----------------------------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_the_hub_rechecks_every_followed_job_in_one_query_and_wakes_only_the_ones_that_ended(
+        user, agent, settings, tmp_path):
+    import asyncio
+    import contextlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asgiref.sync import sync_to_async
+
+    from apps.events.hub import Hub
+
+    settings.REDIS_URL = f"unix://{tmp_path}/no-redis.sock?db=0"  # nothing but the re-checks wakes anyone
+    settings.AGENTOS_EVENTS_RECHECK_SECONDS = 0.2
+    jobs = [accept(user, agent, f"message {i}") for i in range(20)]
+    statements: list[tuple[float, str]] = []
+
+    def count(execute, sql, params, many, context):
+        statements.append((time.monotonic(), sql))
+        return execute(sql, params, many, context)
+
+    async def scenario() -> tuple[float, float, list[bool]]:
+        # the hub's queries run on the loop's executor: one thread here, whose statements are counted
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(1, initializer=lambda: connection.execute_wrappers.append(count)))
+        hub = Hub()
+        async with contextlib.AsyncExitStack() as stack:
+            followers = [await stack.enter_async_context(hub.follow(public_id=job.public_id)) for job in jobs]
+            await sync_to_async(Job.objects.filter(pk=jobs[3].pk).update)(status=Job.Status.SUCCEEDED)
+            started = time.monotonic()
+            woke = await followers[3].changed(5)
+            await asyncio.sleep(0.5)  # a few more re-check periods
+            periods = (time.monotonic() - started) / settings.AGENTOS_EVENTS_RECHECK_SECONDS
+            assert woke
+            return started, periods, [follower.ended for follower in followers]
+
+    started, periods, ended = asyncio.run(scenario())
+
+    assert ended == [i == 3 for i in range(20)]
+    assert all("ANY(" in sql and "jobs_job" in sql for _, sql in statements)  # the re-check, nothing else
+    since = [at for at, _ in statements if at >= started]
+    assert 1 <= len(since) <= periods + 2  # one per period for all 20 followers, not one per follower

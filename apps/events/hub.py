@@ -121,7 +121,7 @@ class Hub:
         self._pubsub: Any = None
         self._live = False
         self._down = False  # the last attempt to connect failed: new followers do not wait for Redis
-        self._connected = asyncio.Event()
+        self._tried = asyncio.Event()  # set once an attempt to connect has succeeded or failed
         self._leaving: set[str] = set()  # channels whose UNSUBSCRIBE is being sent
         self._left = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -153,14 +153,18 @@ class Hub:
                     self._idle_since[follower.channel] = time.monotonic()
 
     async def _confirmed(self, name: str) -> None:
-        if not self._live and not self._down:  # still connecting: worth a short wait
+        if not self._live and not self._down:  # the first attempt to connect is under way: worth a short wait
             try:
-                await asyncio.wait_for(self._connected.wait(), CONFIRM_SECONDS)
+                await asyncio.wait_for(self._tried.wait(), CONFIRM_SECONDS)
             except asyncio.TimeoutError:
                 return
         while name in self._leaving:  # subscribe again only once the UNSUBSCRIBE has gone out
             self._left.clear()
-            await self._left.wait()
+            try:
+                await asyncio.wait_for(self._left.wait(), CONFIRM_SECONDS)
+            except asyncio.TimeoutError:
+                logger.warning("%s: still unsubscribing; relying on database re-checks", name)
+                return
         if not self._live:
             return
         future = self._subscribed.get(name)
@@ -196,7 +200,7 @@ class Hub:
         # a pub/sub connection exists once it subscribes: this channel is never published to
         await pubsub.subscribe("opie:hub")
         self._pubsub, self._live, self._down = pubsub, True, False
-        self._connected.set()
+        self._tried.set()
         self._subscribed.clear()
         for name in list(self._followers):
             self._subscribed[name] = asyncio.get_running_loop().create_future()
@@ -204,15 +208,17 @@ class Hub:
             await pubsub.subscribe(*self._followers)
 
     def _lost(self, exc: BaseException) -> None:
-        if self._live or not self._down:
+        was_live = self._live
+        if was_live or not self._down:
             logger.warning("events hub: Redis pub/sub unavailable (%s); followers rely on database re-checks", exc)
         self._live, self._down = False, True
-        self._connected.clear()
+        self._tried.set()
         for future in self._subscribed.values():
             if not future.done():
                 future.set_result(None)
         self._subscribed.clear()
-        self._check_soon()  # messages may have been lost
+        if was_live:  # messages may have been lost with it (a failed reconnect loses nothing more)
+            self._check_soon()
 
     def _check_soon(self) -> None:
         self._check_now = True
