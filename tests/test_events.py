@@ -439,10 +439,11 @@ def test_the_hub_rechecks_every_followed_job_in_one_query_and_wakes_only_the_one
         statements.append((time.monotonic(), sql))
         return execute(sql, params, many, context)
 
+    # the hub's queries run on the loop's executor: one thread here, whose statements are counted
+    executor = ThreadPoolExecutor(1, initializer=lambda: connection.execute_wrappers.append(count))
+
     async def scenario() -> tuple[float, float, list[bool]]:
-        # the hub's queries run on the loop's executor: one thread here, whose statements are counted
-        asyncio.get_running_loop().set_default_executor(
-            ThreadPoolExecutor(1, initializer=lambda: connection.execute_wrappers.append(count)))
+        asyncio.get_running_loop().set_default_executor(executor)
         hub = Hub()
         async with contextlib.AsyncExitStack() as stack:
             followers = [await stack.enter_async_context(hub.follow(public_id=job.public_id)) for job in jobs]
@@ -451,8 +452,11 @@ def test_the_hub_rechecks_every_followed_job_in_one_query_and_wakes_only_the_one
             woke = await followers[3].changed(5)
             await asyncio.sleep(0.5)  # a few more re-check periods
             periods = (time.monotonic() - started) / settings.AGENTOS_EVENTS_RECHECK_SECONDS
-            assert woke
-            return started, periods, [follower.ended for follower in followers]
+            result = [follower.ended for follower in followers]
+        # that thread's connection, before the test database goes (asyncio.run then shuts the executor down)
+        await asyncio.get_running_loop().run_in_executor(None, lambda: connection.close())
+        assert woke
+        return started, periods, result
 
     started, periods, ended = asyncio.run(scenario())
 
