@@ -1,6 +1,7 @@
 """Small helpers shared by every app."""
 from __future__ import annotations
 
+import functools
 import secrets
 from typing import Any, TypeVar
 
@@ -51,15 +52,15 @@ def fetch_instances(sql: str, params: list[Any], *models: type[Model], fields: d
     instances: list[Model | None] = []
     start = 0
     for model in models:
-        names = _attnames(model, (fields or {}).get(model))
+        wanted = (fields or {}).get(model)
+        names, converted = _shape(model, tuple(wanted) if wanted is not None else None)
         values = list(row[start:start + len(names)])
         start += len(names)
         if values[0] is None:
             instances.append(None)
             continue
-        for index, name in enumerate(names):  # what the ORM's compiler applies (a JSONField parses its text)
-            field = model._meta.get_field(name)
-            if values[index] is not None and hasattr(field, "from_db_value"):
+        for index, field in converted:  # what the ORM's compiler applies (a JSONField parses its text)
+            if values[index] is not None:
                 values[index] = field.from_db_value(values[index], None, connection)
         instances.append(model.from_db(connection.alias, names, values))
     return instances
@@ -67,13 +68,21 @@ def fetch_instances(sql: str, params: list[Any], *models: type[Model], fields: d
 
 def columns(model: type[Model], alias: str, fields: list[str] | None = None) -> str:
     """`alias.column, ...` for the model's concrete fields (or just `fields`), primary key first."""
-    return ", ".join(f"{alias}.{model._meta.get_field(name).column}" for name in _attnames(model, fields))
+    names, _ = _shape(model, tuple(fields) if fields is not None else None)
+    return ", ".join(f"{alias}.{model._meta.get_field(name).column}" for name in names)
 
 
-def _attnames(model: type[Model], fields: list[str] | None) -> list[str]:
+@functools.cache
+def _shape(model: type[Model], fields: tuple[str, ...] | None) -> tuple[list[str], list[tuple[int, Any]]]:
+    """The attribute names a row brings for `model` (primary key first), and which of them
+    need their field's `from_db_value`: worked out once per model, not on every row."""
     if fields is not None:
-        return [model._meta.pk.attname, *(name for name in fields if name != model._meta.pk.attname)]
-    return [field.attname for field in model._meta.concrete_fields]
+        names = [model._meta.pk.attname, *(name for name in fields if name != model._meta.pk.attname)]
+    else:
+        names = [field.attname for field in model._meta.concrete_fields]
+    converted = [(index, model._meta.get_field(name)) for index, name in enumerate(names)
+                 if hasattr(model._meta.get_field(name), "from_db_value")]
+    return names, converted
 
 
 M = TypeVar("M", bound=Model)
