@@ -123,6 +123,6 @@ def job_events_since(*, job: Job, after_seq: int, limit: int | None = None) -> l
     return list(events[:limit] if limit is not None else events)
 
 
-def job_is_terminal(*, job_id: int) -> bool:
+def job_is_terminal(*, public_id: str) -> bool:
     """True when the job has ended (or no longer exists)."""
-    return not Job.objects.filter(pk=job_id).exclude(status__in=Job.TERMINAL).exists()
+    return not Job.objects.filter(public_id=public_id).exclude(status__in=Job.TERMINAL).exists()

@@ -76,7 +76,7 @@ def event_stream_response(*, job: Job, after_seq: int) -> StreamingHttpResponse:
 def _unsent(job: Job, after_seq: int) -> tuple[bool, list[JobEvent]]:
     """Whether the job had ended, then its events after `after_seq` (at most a batch).
     Status before rows: a job seen ended has all its rows visible to this read."""
-    return job_is_terminal(job_id=job.pk), job_events_since(job=job, after_seq=after_seq, limit=_BATCH)
+    return job_is_terminal(public_id=job.public_id), job_events_since(job=job, after_seq=after_seq, limit=_BATCH)
 
 
 async def job_event_stream(*, job: Job, after_seq: int) -> AsyncIterator[str]:

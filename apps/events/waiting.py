@@ -7,12 +7,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from apps.events.hub import hub
-from apps.jobs.models import Job
-
-
-def _has_ended(public_id: str) -> bool:
-    """True when the job has ended (or no longer exists)."""
-    return not Job.objects.filter(public_id=public_id).exclude(status__in=Job.TERMINAL).exists()
+from apps.events.services import job_is_terminal
 
 
 async def job_wait(*, public_id: str, timeout: float) -> None:
@@ -24,8 +19,9 @@ async def job_wait(*, public_id: str, timeout: float) -> None:
     publish Redis lost."""
     deadline = time.monotonic() + max(0.0, min(timeout, settings.AGENTOS_WAIT_MAX_SECONDS))
     async with hub().follow(public_id=public_id) as follower:
-        if await sync_to_async(_has_ended)(public_id):
+        if await sync_to_async(job_is_terminal)(public_id=public_id):
             return
         while not follower.ended and (left := deadline - time.monotonic()) > 0:
-            if await follower.changed(left) and follower.take_poke() and await sync_to_async(_has_ended)(public_id):
+            if (await follower.changed(left) and follower.take_poke()
+                    and await sync_to_async(job_is_terminal)(public_id=public_id)):
                 return
