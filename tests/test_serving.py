@@ -223,3 +223,15 @@ def test_a_stream_and_a_long_poll_still_end_when_the_web_cannot_reach_redis(star
     assert time.monotonic() - started < 15
     assert results["poll"]["result"]["content"] == "Echo #1: no pub/sub here"
     assert "Redis pub/sub unavailable" in web.log.read_text()
+
+
+def test_static_files_are_served_whole_by_the_asgi_application(live_server, recwarn):
+    """An asset comes back byte for byte with its length, in one piece: no thread hop
+    per block of the file (Django warns when it has to make one)."""
+    asset = ROOT / "apps" / "opie" / "static" / "opie" / "htmx.min.js"
+
+    response = httpx.get(f"{live_server.url}/static/opie/htmx.min.js", timeout=10)
+
+    assert response.status_code == 200 and response.content == asset.read_bytes()
+    assert int(response.headers["Content-Length"]) == asset.stat().st_size
+    assert not [w for w in recwarn if "synchronous iterators" in str(w.message)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
@@ -113,9 +113,23 @@ class StaticFiles(WhiteNoiseMiddleware):
         static_file = (self.find_file(request.path_info) if self.autorefresh
                        else self.files.get(request.path_info))
         if static_file is not None:
-            return await sync_to_async(self.serve)(static_file, request)
+            return await sync_to_async(lambda: _served_whole(self.serve(static_file, request)))()
         get_response: Callable[[HttpRequest], Awaitable[HttpResponse]] = self.get_response
         return await get_response(request)
+
+
+def _served_whole(response: HttpResponse) -> HttpResponse:
+    """A static file read in one go on a thread, as an async response can send it:
+    Django would otherwise hop to a thread for every block of the file's iterator
+    (and warn that it does). The files WhiteNoise serves are the app's own assets."""
+    if response.streaming and not response.is_async:  # type: ignore[attr-defined]
+        body = b"".join(response.streaming_content)  # type: ignore[attr-defined]  (the file closes with the response)
+
+        async def whole() -> AsyncIterator[bytes]:
+            yield body
+
+        response.streaming_content = whole()  # type: ignore[attr-defined]
+    return response
 
 
 def serves_async_view(request: HttpRequest) -> bool:
