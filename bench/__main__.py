@@ -492,13 +492,15 @@ def limits(r: dict[str, Any]) -> str:
         f"the backlog ({cpu.get('web', 0):.1f} ms here, where a send alone costs about 6 ms) and takes cores "
         "from the worker; long-polls and streams cost one request, or one per minute.",
         f"- **Held-open waiters (8).** {w['streams']} streams + {w['longpolls']} long-polls held with "
-        f"{w['web_open']['threads']} web threads; they cost memory (about "
-        f"{w['web_rss_per_waiter_kib'] or 0:.0f} KiB per waiter: the request, its response generator, the "
-        "connection's buffers) and descriptors, not threads. The probe's p99 comes from stalls of a few "
-        "hundred ms: run alone, the same scenario measured GET p99 18-27 ms and send-message 39-44 ms. "
-        f"{w['longpoll_results']['errors']} long-poll requests got no answer before the client's deadline "
-        "(the server's access log has no line for them, and no view overran its timeout): not found yet; "
-        "every stream got its terminal event.",
+        f"{w['web_open']['threads']} web threads; they cost memory and a descriptor each, not a thread: "
+        f"{w['web_rss_per_stream_kib'] or 0:.1f} KiB per stream and "
+        f"{w.get('web_rss_per_longpoll_kib') or 0:.1f} KiB per long-poll (the request, its response generator "
+        "or coroutine, the connection's buffers; the streams open first and the web's RSS is read after each "
+        f"wave). {w['client_errors']} waiter errors. When the {w['jobs']} jobs end together, their threads queue "
+        "for the agents worker's 20 pooled connections: an ending that waits past DB_POOL_TIMEOUT is retried "
+        "while the job stays "
+        "tracked, and the lease watcher renews on a connection of its own, so no finished run is thrown away "
+        "and run again (which is what left long-polls unanswered before).",
         f"- **Tuned overhead (2).** Accepted → succeeded p50 {o['p50_ms']:.1f} ms: API {o['api_p50_ms']:.1f}, queue "
         f"wait {o['queue_wait_p50_ms']:.1f}, worker {o['worker_p50_ms']:.1f} ms (agno run {o['agno_run_p50_ms']:.1f}).",
         f"- **I/O-bound scaling (4).** {s['jobs']} one-second runs took {s['opie_s']:.1f} s on one worker process "

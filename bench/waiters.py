@@ -13,8 +13,10 @@ held, another client process measures `GET jobs/<id>/` and send-message in an
 open loop. Then every stream and long-poll must get its job's terminal event.
 
 Also measured: RSS, threads and open descriptors of all web processes (the
-server's master and its workers) before the waiters open and with all of them
-open; the memory per open stream is the difference over the streams opened.
+server's master and its workers) before the waiters open, once the streams are
+open, and once the long-polls are open too (the streams open first, as a wave
+of their own): the memory per open stream is the first difference over the
+streams opened, the memory per long-poll the second over the long-polls.
 
 Every waiter on its own job would need S + L jobs running at once; the `local`
 model's simulated latency wakes its thread every 50 ms (to notice a cancel).
@@ -161,25 +163,35 @@ def scenario_waiters(ctx: dict[str, Any], quick: bool, say: Say = say, streams: 
         open_timeout = ends - probe_s - 15 - time.time()
         if open_timeout < 5:
             raise RuntimeError(f"the jobs end too soon ({ends - time.time():.0f} s left): raise --hold")
-        say(f"   opening {S} SSE streams and {L} long-polls from {procs} client process(es) "
-            f"(up to {open_timeout:.0f} s)")
-        ready_files = [VAR / f"waiters-ready-{k}.json" for k in range(procs)]
-        for f in ready_files:
-            f.unlink(missing_ok=True)
+        say(f"   opening {S} SSE streams from {procs} client process(es), then {L} long-polls from "
+            f"{procs} more (up to {open_timeout:.0f} s)")
         opened_at = time.time()
-        for k in range(procs):
-            clients.append(Child(f"waiters-hold-{k}", [
+        waves: dict[str, list[dict[str, Any]]] = {}
+        # streams first, then the long-polls: the web's memory is read after each wave, so a
+        # stream's cost is not mixed with a long-poll's
+        for wave, (n_streams, n_longpolls, share) in {"streams": (S, 0, 0.6), "longpolls": (0, L, 1.0)}.items():
+            wave_timeout = max(5.0, (ends - probe_s - 15 - time.time()) * share)
+            ready_files = [VAR / f"waiters-ready-{wave}-{k}.json" for k in range(procs)]
+            for f in ready_files:
+                f.unlink(missing_ok=True)
+            group = [Child(f"waiters-hold-{wave}-{k}", [
                 PY, "-m", "bench.waitclient", "hold", "--url", f"127.0.0.1:{layout.web_port}", "--token",
-                ctx["token"], "--jobs", str(jobs_file), "--streams", str(S), "--longpolls", str(L),
+                ctx["token"], "--jobs", str(jobs_file), "--streams", str(n_streams), "--longpolls", str(n_longpolls),
                 "--slice", f"{k}/{procs}", "--ready-file", str(ready_files[k]),
-                "--open-timeout", f"{open_timeout:.1f}", "--deadline", f"{ends - time.time() + 240:.0f}"]))
-        ready = _wait_ready(ready_files, clients, open_timeout + 60)
+                "--open-timeout", f"{wave_timeout:.1f}", "--deadline", f"{ends - time.time() + 240:.0f}"])
+                for k in range(procs)]
+            clients.extend(group)
+            waves[wave] = _wait_ready(ready_files, group, wave_timeout + 60)
+            if wave == "streams":
+                time.sleep(1.0)
+                streams_open = layout.web_stats()
+        ready = [r for wave in waves.values() for r in wave]
         opened = {"streams": sum(r["streams_opened"] for r in ready),
                   "longpolls": sum(r["longpolls_sent"] for r in ready),
                   "complete": all(r["complete"] for r in ready),
                   "seconds": max(r["at"] for r in ready) - opened_at}
         say(f"   open: {opened['streams']} of {S} streams, {opened['longpolls']} of {L} long-polls "
-            f"in {opened['seconds']:.1f} s")
+            f"in {opened['seconds']:.1f} s; web with the streams alone: {streams_open}")
         time.sleep(1.0)
         during = layout.web_stats()
         cpu_before, clock = layout.cpu_seconds(), time.monotonic()
@@ -203,10 +215,13 @@ def scenario_waiters(ctx: dict[str, Any], quick: bool, say: Say = say, streams: 
             parts.append(json.loads(client.wait(ends - time.time() + 300)))
         stream_totals, longpoll_totals = _sum(parts, "streams"), _sum(parts, "longpolls")
         delta = during["rss_bytes"] - before["rss_bytes"]
+        streams_delta = streams_open["rss_bytes"] - before["rss_bytes"]
         result.update({
             "opened": opened,
-            "web_before": before, "web_open": during, "web_after_probe": after_probe,
-            "web_rss_per_stream_kib": delta / opened["streams"] / KIB if opened["streams"] else None,
+            "web_before": before, "web_streams_open": streams_open, "web_open": during, "web_after_probe": after_probe,
+            "web_rss_per_stream_kib": streams_delta / opened["streams"] / KIB if opened["streams"] else None,
+            "web_rss_per_longpoll_kib": ((during["rss_bytes"] - streams_open["rss_bytes"]) / opened["longpolls"] / KIB
+                                         if opened["longpolls"] else None),
             "web_rss_per_waiter_kib": (delta / (opened["streams"] + opened["longpolls"]) / KIB
                                        if opened["streams"] + opened["longpolls"] else None),
             "probe": probe, "jobs_still_running_after_probe": held, "held_through_probe": held == len(job_ids),
@@ -235,6 +250,7 @@ def report_rows(r: dict[str, Any]) -> list[str]:
     o, p = r["opened"], r["probe"]
     st, lp = r["stream_results"], r["longpoll_results"]
     b, d = r["web_before"], r["web_open"]
+    so = r.get("web_streams_open") or d  # runs before the waves were measured apart
     cores = r["cores_during_probe"]
     per_stream = r["web_rss_per_stream_kib"]
     ends = r["end_seen_after_finish"]
@@ -252,8 +268,9 @@ def report_rows(r: dict[str, Any]) -> list[str]:
         f"| | job finished → waiter saw its end, p50 / p99: streams · long-polls | "
         f"{_ms(ends['streams']['p50_ms'])} / {_ms(ends['streams']['p99_ms'])} · "
         f"{_ms(ends['longpolls']['p50_ms'])} / {_ms(ends['longpolls']['p99_ms'])} ms |",
-        f"| | web memory per open stream (RSS of {d['processes']} web processes, before → open) | "
-        f"{_ms(per_stream)} KiB ({b['rss_bytes'] / 2**20:.0f} → {d['rss_bytes'] / 2**20:.0f} MiB) |",
+        f"| | web memory per open stream · per long-poll (RSS of {d['processes']} web processes: before → "
+        f"streams open → long-polls open too) | {_ms(per_stream)} · {_ms(r.get('web_rss_per_longpoll_kib'))} KiB "
+        f"({b['rss_bytes'] / 2**20:.0f} → {so['rss_bytes'] / 2**20:.0f} → {d['rss_bytes'] / 2**20:.0f} MiB) |",
         f"| | web threads · open descriptors, before → open | {b['threads']} → {d['threads']} · "
         f"{b['fds']} → {d['fds']} |",
         "| | CPU while held, cores: " + " · ".join(cores) + " | " + " · ".join(f"{v:.2f}" for v in cores.values())
