@@ -17,7 +17,7 @@ from apps.agents.models import Agent
 from apps.chat.models import ChatMessage, ChatSession
 from apps.chat.services import session_changed, session_create
 from apps.common import DomainError, insert_new, public_id
-from apps.events.services import job_created, job_status_changed
+from apps.events.services import job_created
 from apps.jobs.dispatch import job_dispatch_on_commit
 from apps.jobs.lifecycle import ended
 from apps.jobs.models import Job
@@ -43,6 +43,28 @@ def job_deadline(timeout: int | None) -> timedelta:
     if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= cap:
         raise DomainError("invalid_timeout", f"timeout must be a whole number of seconds from 1 to {cap}.")
     return timedelta(seconds=timeout)
+
+
+def job_create(*, owner: AbstractBaseUser, kind: str, input: dict[str, Any], callback_url: str = "",
+               deadline: timedelta | None = None, agent: Agent | None = None,
+               session: ChatSession | None = None) -> Job:
+    """Write a new job of any kind with its first event, `job.queued` (event 1), and
+    publish it once the caller's transaction commits. Call it inside that transaction,
+    after validating the request: the caller writes whatever else belongs with the job
+    (its user message, its document) in the same transaction. `deadline`: how long the
+    job may take from now (AGENTOS_JOB_TIMEOUT by default).
+
+    Two statements: the job (one INSERT, apps.common.insert_new) and its event. The row
+    is written already marked enqueued, so publishing costs no second write unless the
+    publish fails (apps.jobs.dispatch)."""
+    now = timezone.now()
+    job = insert_new(Job(owner=owner, kind=kind, agent=agent, session=session, callback_url=callback_url,
+                         deadline_at=now + (deadline if deadline is not None else job_deadline(None)), input=input,
+                         event_seq=1,  # its `job.queued` event, written below
+                         enqueued_at=now))  # published on commit; a failed publish clears it
+    job_created(job=job)
+    job_dispatch_on_commit(job=job)
+    return job
 
 
 @transaction.atomic
@@ -71,19 +93,14 @@ def message_send(*, user: AbstractBaseUser, agent: Agent, message: str, session:
         # one sender at a time per session: the busy check and the insert must not interleave
         ChatSession.objects.select_for_update().filter(pk=session.pk).first()
         _apply_multitask(session=session, multitask=multitask)
-    now = timezone.now()
+    if not created:
+        ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
+        session_changed(session_id=session.public_id)
     message_id = public_id("msg")
-    job = insert_new(Job(owner=user, kind=Job.Kind.MESSAGE, agent=agent, session=session,
-                         callback_url=callback_url, deadline_at=now + deadline, input={"message_id": message_id},
-                         event_seq=1,  # its `job.queued` event, written below
-                         enqueued_at=now))  # published on commit; a failed publish clears it
+    job = job_create(owner=user, kind=Job.Kind.MESSAGE, agent=agent, session=session, callback_url=callback_url,
+                     deadline=deadline, input={"message_id": message_id})
     insert_new(ChatMessage(public_id=message_id, session=session, role=ChatMessage.Role.USER, content=message,
                            job=job))
-    if not created:
-        ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
-        session_changed(session_id=session.public_id)
-    job_created(job=job)
-    job_dispatch_on_commit(job=job)
     return job
 
 
@@ -125,13 +142,8 @@ def sync_job_create(*, user: AbstractBaseUser, agent_id: str | None = None, user
     agents_for_sync(user_id=user_id, agent_id=agent_id)  # refuse an unknown agent now, not in the worker
     if callback_url:
         callback_url_validate(url=callback_url)
-    now = timezone.now()
-    job = Job.objects.create(owner=user, kind=Job.Kind.SYNC, callback_url=callback_url,
-                             input={"agent_id": agent_id, "user_id": user_id, "dry_run": dry_run},
-                             deadline_at=now + timedelta(seconds=settings.AGENTOS_JOB_TIMEOUT))
-    job_status_changed(job=job)
-    job_dispatch_on_commit(job=job)
-    return job
+    return job_create(owner=user, kind=Job.Kind.SYNC, callback_url=callback_url,
+                      input={"agent_id": agent_id, "user_id": user_id, "dry_run": dry_run})
 
 
 @transaction.atomic
