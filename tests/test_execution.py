@@ -74,6 +74,23 @@ def test_a_task_delivered_twice_writes_one_reply(user, agent):
     assert ChatMessage.objects.filter(job=job, role="assistant").count() == 1
 
 
+def test_every_kind_runs_once_and_a_failure_its_body_reports_ends_it_failed(user, agent):
+    from apps.jobs.services import sync_job_create
+    from apps.knowledge.services import document_upload, vault_for
+    from workers.knowledge import execute_ingest_job
+    from workers.sync import execute_sync_job
+
+    sync = sync_job_create(user=user, agent_id=agent.public_id, dry_run=True)
+    document, _ = document_upload(user=user, kb=vault_for(user=user), name="gone.txt", data=b"soon deleted")
+    document.delete()  # the ingest body finds no document: a final failure, not a retry
+
+    assert [execute_sync_job(sync.pk), execute_sync_job(sync.pk)] == ["succeeded", "skipped"]
+    assert [execute_ingest_job(document.job_id), execute_ingest_job(document.job_id)] == ["failed", "skipped"]
+    ingest = Job.objects.get(pk=document.job_id)
+    assert (ingest.status, ingest.error_code, ingest.attempts) == ("failed", "document_deleted", 1)
+    assert Job.objects.get(pk=sync.pk).result["dry_run"] is True
+
+
 def test_claim_is_exclusive(user, agent):
     job = accept(user, agent, "mine")
 
