@@ -59,7 +59,30 @@ def earlier_unfinished_in_session() -> Exists:
 
 
 def _claimable(now: Any) -> Q:
+    """Status and lease allow a claim: queued, or running under a lease that ran out."""
     return Q(status=Job.Status.QUEUED) | Q(status=Job.Status.RUNNING, lease_expires_at__lt=now)
+
+
+def _endings(now: Any) -> tuple[tuple[Q, str, str, str], ...]:
+    """Why a job whose status and lease allow a claim may not run any more, and how it ends then."""
+    return (
+        (Q(cancel_requested_at__isnull=False), Job.Status.CANCELLED, "cancelled", "Cancelled by the client."),
+        (Q(deadline_at__lt=now), Job.Status.EXPIRED, "deadline_exceeded",
+         "The job did not finish before its deadline."),
+        (Q(attempts__gte=settings.AGENTOS_MAX_ATTEMPTS), Job.Status.FAILED, "attempts_exhausted",
+         f"Gave up after {settings.AGENTOS_MAX_ATTEMPTS} attempts (its worker was lost each time)."),
+    )
+
+
+def claim_rule(now: Any) -> Q:
+    """The claim's rule in the ORM's words, made of the pieces the endings and the
+    sweeper use: status and lease allow it, nothing ends it, and no earlier message
+    of its session is unfinished. The claim itself runs `_CLAIM_SQL`, its copy in
+    SQL; tests/test_hot_selectors.py holds the two equal on every combination."""
+    rule = _claimable(now) & ~earlier_unfinished_in_session()
+    for condition, *_ in _endings(now):
+        rule &= ~condition
+    return rule
 
 
 def job_claim(*, job_id: int, worker: str) -> Job | None:
@@ -69,26 +92,33 @@ def job_claim(*, job_id: int, worker: str) -> Job | None:
     for an earlier message of its session, is past its deadline, or is out of
     attempts (the last two end it)."""
     now = timezone.now()
-    token = uuid.uuid4().hex
     with transaction.atomic():  # the claim and its `job.running` event commit together
-        with connection.cursor() as cursor:
-            cursor.execute(_CLAIM_SQL, {
-                "id": job_id, "now": now, "token": token, "worker": worker[:200],
-                "lease": now + timedelta(seconds=settings.AGENTOS_LEASE_SECONDS),
-                "max_attempts": settings.AGENTOS_MAX_ATTEMPTS, "terminal": [str(s) for s in Job.TERMINAL]})
-            claimed = cursor.fetchone()
-        if claimed is not None:
+        seq = _claim_row(job_id=job_id, now=now, worker=worker)
+        if seq is not None:
             job = _claimed_job(job_id)
-            job_status_changed(job=job, seq=claimed[0])
+            job_status_changed(job=job, seq=seq)
             return job
     _end_unclaimable(job_id=job_id, now=now)
     return None
 
 
+def _claim_row(*, job_id: int, now: Any, worker: str) -> int | None:
+    """Run the claim's UPDATE: the number of the claimed job's `job.running` event,
+    or None when the claim rule refused it."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, {
+            "id": job_id, "now": now, "token": uuid.uuid4().hex, "worker": worker[:200],
+            "lease": now + timedelta(seconds=settings.AGENTOS_LEASE_SECONDS),
+            "max_attempts": settings.AGENTOS_MAX_ATTEMPTS, "terminal": [str(s) for s in Job.TERMINAL]})
+        claimed = cursor.fetchone()
+    return int(claimed[0]) if claimed is not None else None
+
+
 # The claim, as one statement (which also numbers its `job.running` event):
 # every job's hot path starts here, and the ORM spent more CPU composing it
-# than PostgreSQL spends running it. The same rule as `_claimable` and
-# `earlier_unfinished_in_session` (tests cover each case).
+# than PostgreSQL spends running it. Its WHERE is `claim_rule`, written in SQL;
+# tests/test_hot_selectors.py runs both on every combination of status, lease,
+# cancel, deadline, attempts and session order and requires the same answer.
 _CLAIM_SQL = """
 UPDATE jobs_job AS j
    SET status = 'running', lease_token = %(token)s, worker = %(worker)s, lease_expires_at = %(lease)s,
@@ -123,14 +153,7 @@ def _claimed_job(job_id: int) -> Job:
 @transaction.atomic
 def _end_unclaimable(*, job_id: int, now: Any) -> None:
     """A job nobody may run any more ends here: cancelled, expired or out of attempts."""
-    endings = (
-        (Q(cancel_requested_at__isnull=False), Job.Status.CANCELLED, "cancelled", "Cancelled by the client."),
-        (Q(deadline_at__lt=now), Job.Status.EXPIRED, "deadline_exceeded",
-         "The job did not finish before its deadline."),
-        (Q(attempts__gte=settings.AGENTOS_MAX_ATTEMPTS), Job.Status.FAILED, "attempts_exhausted",
-         f"Gave up after {settings.AGENTOS_MAX_ATTEMPTS} attempts (its worker was lost each time)."),
-    )
-    for condition, status, code, message in endings:
+    for condition, status, code, message in _endings(now):
         if Job.objects.filter(_claimable(now), condition, pk=job_id).update(
                 status=status, error_code=code, error_message=message, finished_at=now, lease_token="",
                 lease_expires_at=None):
