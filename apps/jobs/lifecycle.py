@@ -32,17 +32,15 @@ from apps.webhooks.services import webhook_outbox_for_job
 logger = logging.getLogger(__name__)
 
 
-def ended(*, job_id: int, job: Job | None = None) -> Job:
-    """Inside the transaction that ended a job: its event, its webhook outbox row,
-    and (after commit) the next message of its session. Pass `job` when the
-    caller holds it with the fields its ending wrote, to skip re-reading it."""
+def job_ended_effects(*, job_id: int, job: Job | None = None) -> Job:
+    """What follows every ending of a job, inside the transaction that ended it;
+    each effect is its own call. Pass `job` when the caller holds it with the
+    fields its ending wrote, to skip re-reading it."""
     if job is None:
         job = Job.objects.select_related("agent", "session").get(pk=job_id)
-    job_status_changed(job=job)
-    webhook_outbox_for_job(job=job)
-    if job.kind == Job.Kind.MESSAGE and job.session_id is not None:
-        session_id = job.session_id
-        transaction.on_commit(lambda: job_dispatch_next_in_session(job_id=job_id, session_id=session_id))
+    job_status_changed(job=job)  # its terminal event: `job.<status>`, the job's last
+    webhook_outbox_for_job(job=job)  # its webhook delivery row, when it has a callback URL
+    job_dispatch_next_in_session_on_commit(job=job)
     return job
 
 
@@ -158,7 +156,7 @@ def _end_unclaimable(*, job_id: int, now: Any) -> None:
                 status=status, error_code=code, error_message=message, finished_at=now, lease_token="",
                 lease_expires_at=None):
             logger.warning("job %s: ended %s without running", job_id, status)
-            ended(job_id=job_id)
+            job_ended_effects(job_id=job_id)
             return
 
 
@@ -205,7 +203,7 @@ def job_succeed_message(*, job: Job, content: str, tool_calls: list[dict[str, An
     insert_new(reply)
     ChatSession.objects.filter(pk=job.session_id).update(updated_at=now)
     session_changed(session_id=job.session.public_id)
-    ended(job_id=job.pk, job=_ending(job, **done))
+    job_ended_effects(job_id=job.pk, job=_ending(job, **done))
     return reply
 
 
@@ -215,7 +213,7 @@ def job_succeed(*, job: Job, result: dict[str, Any]) -> bool:
     done = dict(status=Job.Status.SUCCEEDED, result=result, finished_at=timezone.now(), lease_expires_at=None)
     if _fenced(job).update(**done) != 1:
         return False
-    ended(job_id=job.pk, job=_ending(job, **done))
+    job_ended_effects(job_id=job.pk, job=_ending(job, **done))
     return True
 
 
@@ -226,7 +224,7 @@ def job_fail(*, job: Job, code: str, message: str) -> bool:
                   finished_at=timezone.now(), lease_expires_at=None)
     if _fenced(job).update(**failed) != 1:
         return False
-    ended(job_id=job.pk, job=_ending(job, **failed))
+    job_ended_effects(job_id=job.pk, job=_ending(job, **failed))
     return True
 
 
@@ -237,8 +235,16 @@ def job_cancelled(*, job: Job) -> bool:
                    finished_at=timezone.now(), lease_expires_at=None)
     if _fenced(job).update(**stopped) != 1:
         return False
-    ended(job_id=job.pk, job=_ending(job, **stopped))
+    job_ended_effects(job_id=job.pk, job=_ending(job, **stopped))
     return True
+
+
+def job_dispatch_next_in_session_on_commit(*, job: Job) -> None:
+    """A message job that ended lets the next message of its session start, once its ending commits."""
+    if job.kind != Job.Kind.MESSAGE or job.session_id is None:
+        return
+    job_id, session_id = job.pk, job.session_id
+    transaction.on_commit(lambda: job_dispatch_next_in_session(job_id=job_id, session_id=session_id))
 
 
 def job_dispatch_next_in_session(*, job_id: int, session_id: int) -> None:

@@ -19,7 +19,7 @@ from apps.chat.services import session_changed, session_create
 from apps.common import DomainError, insert_new, public_id
 from apps.events.services import job_created
 from apps.jobs.dispatch import job_dispatch_on_commit
-from apps.jobs.lifecycle import ended
+from apps.jobs.lifecycle import job_ended_effects
 from apps.jobs.models import Job
 
 MULTITASK = ("enqueue", "reject", "interrupt")
@@ -126,7 +126,7 @@ def job_cancel(*, job: Job) -> Job:
         Job.objects.filter(pk=job.pk).update(status=Job.Status.CANCELLED, cancel_requested_at=now,
                                              error_code="cancelled", error_message="Cancelled by the client.",
                                              finished_at=now)
-        return ended(job_id=job.pk)
+        return job_ended_effects(job_id=job.pk)
     if locked.cancel_requested_at is None:
         Job.objects.filter(pk=job.pk).update(cancel_requested_at=now)
     return Job.objects.select_related("agent", "session").get(pk=job.pk)
@@ -178,5 +178,5 @@ def message_record(*, user: AbstractBaseUser, agent: Agent, session: ChatSession
     ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
     ChatSession.objects.filter(pk=session.pk, title="").update(title=message.strip()[:80])
     session_changed(session_id=session.public_id)
-    ended(job_id=job.pk)
+    job_ended_effects(job_id=job.pk)
     return job
