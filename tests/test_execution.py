@@ -142,14 +142,14 @@ def test_history_is_the_sessions_messages_in_order(user, agent):
 
 def test_a_runs_history_leaves_out_failed_and_cancelled_turns_and_later_messages(user, agent):
     from apps.chat.selectors import run_history, session_messages
-    from apps.jobs.services import job_cancel
+    from apps.jobs.services import job_cancel_request
 
     first = accept(user, agent, "alpha")
     execute_message_job(first.pk)
     failed = accept(user, agent, "/fail upstream", session=first.session)
     execute_message_job(failed.pk)
     cancelled = accept(user, agent, "never mind", session=first.session)
-    job_cancel(job=cancelled)
+    job_cancel_request(job=cancelled)
     current = accept(user, agent, "beta", session=first.session)
     accept(user, agent, "later", session=first.session)  # accepted after: not this run's input
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from apps.chat.selectors import run_history
 from apps.events.services import job_event_append
-from apps.jobs.lifecycle import job_cancelled, job_succeed_message
+from apps.jobs.lifecycle import job_end_cancelled, job_succeed_message
 from apps.jobs.models import Job
 from workers.harness import JobFailed, job_run
 from workers.pool import get_pool
@@ -129,7 +129,7 @@ def _answer(job: Job) -> str:
         output = run_streamed(runner, history, relay=relay, session_id=job.session.public_id,
                               user_id=str(job.owner_id), run_id=job.public_id)
     if output.status == RunStatus.cancelled:
-        return "cancelled" if job_cancelled(job=job) else "dropped"
+        return "cancelled" if job_end_cancelled(job=job) else "dropped"
     if output.status != RunStatus.completed:
         raise JobFailed("model_error", str(output.content or "the model run failed"))
     content = output.content if isinstance(output.content, str) else str(output.content or "")

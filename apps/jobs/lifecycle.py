@@ -1,4 +1,4 @@
-"""A job's life after acceptance: claim, lease, finish, fail, cancel.
+"""A job's life after acceptance: claim, lease, and its ending (succeeded, failed, cancelled).
 
 A job is claimed with a conditional UPDATE (zero rows means someone else has
 it, it must wait for an earlier message of its session, or it is past its
@@ -196,7 +196,7 @@ def job_succeed_message(*, job: Job, content: str, tool_calls: list[dict[str, An
     done = dict(status=Job.Status.SUCCEEDED, result=result, finished_at=now, lease_expires_at=None)
     if _fenced(job).filter(cancel_requested_at__isnull=True).update(**done) != 1:
         if _fenced(job).filter(cancel_requested_at__isnull=False).exists():
-            job_cancelled(job=job)  # the cancel arrived while it ran
+            job_end_cancelled(job=job)  # the cancel arrived while it ran
         else:
             logger.info("job %s: attempt lost its lease; reply dropped", job.public_id)
         return None
@@ -229,8 +229,9 @@ def job_fail(*, job: Job, code: str, message: str) -> bool:
 
 
 @transaction.atomic
-def job_cancelled(*, job: Job) -> bool:
-    """The running attempt stopped at a safe point after a cancel: no reply."""
+def job_end_cancelled(*, job: Job) -> bool:
+    """Record that the running attempt stopped at a safe point after a cancel was
+    requested (apps.jobs.services.job_cancel_request): the job ends cancelled, no reply."""
     stopped = dict(status=Job.Status.CANCELLED, error_code="cancelled", error_message="Cancelled by the client.",
                    finished_at=timezone.now(), lease_expires_at=None)
     if _fenced(job).update(**stopped) != 1:

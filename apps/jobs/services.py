@@ -1,4 +1,4 @@
-"""Accepting and cancelling jobs: what the API does to the job table.
+"""Accepting jobs and requests to cancel them: what the API does to the job table.
 
 The worker side of a job's life is in apps.jobs.lifecycle; the sweeper that
 re-sends lost work is in apps.jobs.sweeper.
@@ -111,13 +111,15 @@ def _apply_multitask(*, session: ChatSession, multitask: str) -> None:
     if multitask == "reject":
         raise DomainError("session_busy", "The session is still answering an earlier message.", status=409)
     for job in busy.order_by("id"):
-        job_cancel(job=job)
+        job_cancel_request(job=job)
 
 
 @transaction.atomic
-def job_cancel(*, job: Job) -> Job:
-    """A queued job never starts; a running one stops at its next safe point and
-    writes no reply; a finished one cannot be cancelled (409 job_finished)."""
+def job_cancel_request(*, job: Job) -> Job:
+    """The client asks for `job` to stop. A queued job ends cancelled now and never
+    starts; a running one is marked, and its attempt stops at its next safe point,
+    writes no reply and ends itself cancelled (apps.jobs.lifecycle.job_end_cancelled);
+    a finished one cannot be cancelled (409 job_finished)."""
     now = timezone.now()
     locked = Job.objects.select_for_update().get(pk=job.pk)
     if locked.is_terminal:
