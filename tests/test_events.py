@@ -94,6 +94,23 @@ def test_a_failed_run_ends_its_events_with_job_failed(user, agent):
 
 
 @pytest.mark.django_db
+def test_every_kind_of_job_starts_with_the_same_queued_event(user, agent):
+    from apps.jobs.services import sync_job_create
+    from apps.knowledge.services import document_upload, vault_for
+
+    message = accept(user, agent)
+    sync = sync_job_create(user=user, agent_id=agent.public_id)
+    document, _ = document_upload(user=user, kb=vault_for(user=user), name="notes.txt", data=b"some notes")
+
+    for job in (message, sync, document.job):
+        [first] = job_events_since(job=job, after_seq=0)
+        stored = Job.objects.get(pk=job.pk)
+        assert (first.seq, first.type, stored.event_seq) == (1, "job.queued", 1), job.kind
+        assert first.data["kind"] == job.kind and first.data["status"] == "queued"
+        assert stored.enqueued_at is not None, "written as published: a failed publish clears it for the sweeper"
+
+
+@pytest.mark.django_db
 def test_events_since_returns_only_the_later_ones(user, agent):
     job = accept(user, agent)
     execute_message_job(job.pk)

@@ -74,6 +74,23 @@ def test_a_task_delivered_twice_writes_one_reply(user, agent):
     assert ChatMessage.objects.filter(job=job, role="assistant").count() == 1
 
 
+def test_every_kind_runs_once_and_a_failure_its_body_reports_ends_it_failed(user, agent):
+    from apps.jobs.services import sync_job_create
+    from apps.knowledge.services import document_upload, vault_for
+    from workers.knowledge import execute_ingest_job
+    from workers.sync import execute_sync_job
+
+    sync = sync_job_create(user=user, agent_id=agent.public_id, dry_run=True)
+    document, _ = document_upload(user=user, kb=vault_for(user=user), name="gone.txt", data=b"soon deleted")
+    document.delete()  # the ingest body finds no document: a final failure, not a retry
+
+    assert [execute_sync_job(sync.pk), execute_sync_job(sync.pk)] == ["succeeded", "skipped"]
+    assert [execute_ingest_job(document.job_id), execute_ingest_job(document.job_id)] == ["failed", "skipped"]
+    ingest = Job.objects.get(pk=document.job_id)
+    assert (ingest.status, ingest.error_code, ingest.attempts) == ("failed", "document_deleted", 1)
+    assert Job.objects.get(pk=sync.pk).result["dry_run"] is True
+
+
 def test_claim_is_exclusive(user, agent):
     job = accept(user, agent, "mine")
 
@@ -125,14 +142,14 @@ def test_history_is_the_sessions_messages_in_order(user, agent):
 
 def test_a_runs_history_leaves_out_failed_and_cancelled_turns_and_later_messages(user, agent):
     from apps.chat.selectors import run_history, session_messages
-    from apps.jobs.services import job_cancel
+    from apps.jobs.services import job_cancel_request
 
     first = accept(user, agent, "alpha")
     execute_message_job(first.pk)
     failed = accept(user, agent, "/fail upstream", session=first.session)
     execute_message_job(failed.pk)
     cancelled = accept(user, agent, "never mind", session=first.session)
-    job_cancel(job=cancelled)
+    job_cancel_request(job=cancelled)
     current = accept(user, agent, "beta", session=first.session)
     accept(user, agent, "later", session=first.session)  # accepted after: not this run's input
 

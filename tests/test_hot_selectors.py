@@ -95,3 +95,47 @@ def test_a_claimed_job_comes_with_what_the_orm_would_join_to_it(user, agent):
     assert fields_of(claimed) == fields_of(orm)
     for relation in ("agent", "session", "owner"):
         assert fields_of(getattr(claimed, relation)) == fields_of(getattr(orm, relation)), relation
+
+
+def test_the_claims_sql_claims_exactly_the_jobs_its_orm_rule_allows(user, agent, settings):
+    """Every combination of status, lease, cancel, deadline, attempts and session order:
+    `_CLAIM_SQL` (run, then rolled back) and `claim_rule` must give the same answer."""
+    import itertools
+    from datetime import timedelta
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    from apps.chat.models import ChatSession
+    from apps.jobs.lifecycle import _claim_row, claim_rule
+
+    now = timezone.now()
+    hour = timedelta(hours=1)
+    instants = [None, now - hour, now, now + hour]  # a lease or a deadline: none, past, this instant, future
+    attempts = [0, settings.AGENTOS_MAX_ATTEMPTS - 1, settings.AGENTOS_MAX_ATTEMPTS]
+    # the job's session: none, alone in it, behind an unfinished / a finished message, behind an unfinished other kind
+    earlier = [None, "alone", ("message", "running"), ("message", "succeeded"), ("ingest", "queued")]
+    cases = list(itertools.product(Job.Status.values, instants, [None, now - hour], instants, attempts, earlier))
+    sessions = ChatSession.objects.bulk_create(
+        [ChatSession(owner=user, agent=agent) for *_, ahead in cases if ahead is not None])
+    in_session = iter(sessions)
+    session_of = [next(in_session) if ahead is not None else None for *_, ahead in cases]
+    Job.objects.bulk_create([  # every earlier job first: its id is lower than any case's
+        Job(owner=user, agent=agent, session=session, kind=ahead[0], status=ahead[1])
+        for (*_, ahead), session in zip(cases, session_of) if isinstance(ahead, tuple)])
+    jobs = Job.objects.bulk_create([
+        Job(owner=user, agent=agent, session=session, status=status, lease_expires_at=lease,
+            cancel_requested_at=cancel, deadline_at=deadline, attempts=tries)
+        for (status, lease, cancel, deadline, tries, _), session in zip(cases, session_of)])
+
+    allowed = set(Job.objects.filter(claim_rule(now), pk__in=[job.pk for job in jobs]).values_list("pk", flat=True))
+    claimed = set()
+    for job in jobs:
+        with transaction.atomic():
+            if _claim_row(job_id=job.pk, now=now, worker="w:1") is not None:
+                claimed.add(job.pk)
+            transaction.set_rollback(True)
+
+    assert len(cases) == 2880 and 0 < len(allowed) < len(cases)
+    disagree = [case for case, job in zip(cases, jobs) if (job.pk in claimed) != (job.pk in allowed)]
+    assert claimed == allowed, disagree[:5]

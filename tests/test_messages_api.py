@@ -31,6 +31,29 @@ def test_send_message_accepts_with_202_and_writes_message_and_job_together(api, 
     assert job.enqueued_at is not None
 
 
+def test_accepting_a_message_writes_its_rows_and_nothing_more(user, agent, django_capture_on_commit_callbacks):
+    """The request path's cost: one statement per row it writes (the job is written already marked
+    enqueued, its first event needs no lock), plus the session's row lock when it continues one."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.jobs.services import message_send
+
+    def statements(**kwargs):
+        with CaptureQueriesContext(connection) as ctx, django_capture_on_commit_callbacks(execute=True):
+            job = message_send(user=user, agent=agent, **kwargs)
+        sql = [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
+        return job, sorted(" ".join(q.split()[:3]).replace('"', "") for q in sql)
+
+    job, first = statements(message="Hello")
+    _, second = statements(message="Again", session=job.session)
+
+    assert first == ["INSERT INTO chat_chatmessage", "INSERT INTO chat_chatsession", "INSERT INTO events_jobevent",
+                     "INSERT INTO jobs_job"]
+    assert second == ["INSERT INTO chat_chatmessage", "INSERT INTO events_jobevent", "INSERT INTO jobs_job",
+                      "SELECT chat_chatsession.id, chat_chatsession.public_id,", "UPDATE chat_chatsession SET"]
+
+
 def test_a_message_whose_publish_fails_is_left_for_the_sweeper(api, agent, django_capture_on_commit_callbacks):
     from celery_app import app
 

@@ -1,4 +1,5 @@
-"""Run one message job: claim, run the agno agent outside any transaction, finish.
+"""The body of a message job (workers.harness claims it and logs it): run the agno
+agent outside any transaction, then write its reply with the job's ending.
 
 Errors inside an agno run do not raise (agno returns status=error), so the
 outcome is read from `RunOutput.status`. The run streams: its reply's text
@@ -8,29 +9,19 @@ the reply is written once at the end, as without streaming.
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 import time
 from typing import Any, Callable
 
 from apps.chat.selectors import run_history
 from apps.events.services import job_event_append
-from apps.jobs.lifecycle import job_cancelled, job_claim, job_fail, job_succeed_message
+from apps.jobs.lifecycle import job_end_cancelled, job_succeed_message
 from apps.jobs.models import Job
-from config.logging import log_context
+from workers.harness import JobFailed, job_run
 from workers.pool import get_pool
 from workers.streaming import ContentRelay, run_streamed
 from workers.watcher import watcher
 
 logger = logging.getLogger(__name__)
-
-
-def worker_name() -> str:
-    """`<celery node>:<thread>` (e.g. `agents@host:4242`), so a job names the worker process that ran it."""
-    from celery import current_task
-
-    node = getattr(current_task.request, "hostname", None) if current_task else None
-    return f"{node or socket.gethostname()}:{threading.get_native_id()}"
 
 
 def _sources(kb_ids: tuple[int, ...], history: list[Any]) -> list[dict[str, Any]]:
@@ -114,27 +105,17 @@ def release_connection_if_busy(in_flight: int) -> None:
 
 def execute_message_job(job_id: int) -> str:
     """Returns what happened, for logs: skipped | succeeded | failed | cancelled | dropped."""
-    job = job_claim(job_id=job_id, worker=worker_name())
-    if job is None:
-        logger.info("message job %s skipped: not claimable now", job_id)
-        return "skipped"
-    # every line logged from here to the end of the job carries its public ids
-    with log_context(job_id=job.public_id, agent_id=job.agent.public_id if job.agent else None,
-                     session_id=job.session.public_id if job.session else None):
-        logger.info("message job started (attempt %d)", job.attempts)
-        outcome = _run_claimed(job)
-        logger.info("message job %s", outcome)
-        return outcome
+    return job_run(job_id, kind=Job.Kind.MESSAGE, body=_answer, logger=logger)
 
 
-def _run_claimed(job: Job) -> str:
+def _answer(job: Job) -> str:
+    """Run the agent on the session's history and write its reply with the job's ending."""
     from agno.run.base import RunStatus
     from django.conf import settings
 
     agent = job.agent
     if agent is None or not agent.enabled:
-        job_fail(job=job, code="agent_unavailable", message="The agent was deleted or disabled.")
-        return "failed"
+        raise JobFailed("agent_unavailable", "The agent was deleted or disabled.")
     pool = get_pool()
     started = time.perf_counter()
     with watcher.track(job):
@@ -148,16 +129,14 @@ def _run_claimed(job: Job) -> str:
         output = run_streamed(runner, history, relay=relay, session_id=job.session.public_id,
                               user_id=str(job.owner_id), run_id=job.public_id)
     if output.status == RunStatus.cancelled:
-        return "cancelled" if job_cancelled(job=job) else "dropped"
+        return "cancelled" if job_end_cancelled(job=job) else "dropped"
     if output.status != RunStatus.completed:
-        return "failed" if job_fail(job=job, code="model_error",
-                                    message=str(output.content or "the model run failed")) else "dropped"
+        raise JobFailed("model_error", str(output.content or "the model run failed"))
     content = output.content if isinstance(output.content, str) else str(output.content or "")
     if not content.strip() and not output.tools:
         # a stream that ended without a single chunk (a provider cut off or answering
         # nonsense) completes with nothing: that is no reply to store
-        return "failed" if job_fail(job=job, code="model_error",
-                                    message="The model returned an empty reply.") else "dropped"
+        raise JobFailed("model_error", "The model returned an empty reply.")
     reply = job_succeed_message(job=job, content=content, tool_calls=_tool_calls(output),
                                 metrics=_metrics(output, started),
                                 sources=[{k: v for k, v in s.items() if k != "chunk_id"} for s in sources])

@@ -1,39 +1,34 @@
-"""Run an ingest job: claim it, ingest its document with progress events, finish."""
+"""Run an ingest job: ingest its document with progress events (the claim and the
+ending are workers.harness's)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from apps.events.services import job_event_append
-from apps.jobs.lifecycle import job_claim, job_fail, job_succeed
 from apps.jobs.models import Job
 from apps.knowledge.ingest import UnreadableDocument, document_failed, document_ingest
 from apps.knowledge.models import Document
-from config.logging import log_context
-from workers.execution import worker_name
+from workers.harness import JobFailed, job_run
 
 logger = logging.getLogger(__name__)
 
 
 def execute_ingest_job(job_id: int) -> str:
-    """Returns what happened, for logs: skipped | succeeded | failed."""
-    job = job_claim(job_id=job_id, worker=worker_name())
-    if job is None:
-        logger.info("ingest job %s skipped: not claimable now", job_id)
-        return "skipped"
-    # every line logged from here to the end of the job carries its ids, as message jobs do
-    with log_context(job_id=job.public_id, document_id=(job.input or {}).get("document_id"),
-                     knowledge_base_id=(job.input or {}).get("knowledge_base_id")):
-        logger.info("ingest job started (attempt %d)", job.attempts)
-        outcome = _run_claimed(job)
-        logger.info("ingest job %s", outcome)
-        return outcome
+    """Returns what happened, for logs: skipped | succeeded | failed | dropped."""
+    return job_run(job_id, kind=Job.Kind.INGEST, body=_ingest, logger=logger, log_ids=_document_ids)
 
 
-def _run_claimed(job: Job) -> str:
+def _document_ids(job: Job) -> dict[str, Any]:
+    """Its lines also name the document and knowledge base, as a message job's name its agent and session."""
+    return {"document_id": (job.input or {}).get("document_id"),
+            "knowledge_base_id": (job.input or {}).get("knowledge_base_id")}
+
+
+def _ingest(job: Job) -> dict[str, Any]:
     document = Document.objects.defer("data").filter(public_id=(job.input or {}).get("document_id")).first()
     if document is None:
-        job_fail(job=job, code="document_deleted", message="The document was deleted before it was ingested.")
-        return "failed"
+        raise JobFailed("document_deleted", "The document was deleted before it was ingested.")
 
     def progress(done: int, total: int) -> None:
         job_event_append(job=job, type="ingest.progress", data={"chunks_embedded": done, "chunks_total": total})
@@ -42,10 +37,8 @@ def _run_claimed(job: Job) -> str:
         count = document_ingest(document=document, progress=progress)
     except UnreadableDocument as exc:
         document_failed(document=document, error=str(exc))
-        job_fail(job=job, code="unreadable_document", message=str(exc))
-        return "failed"
+        raise JobFailed("unreadable_document", str(exc)) from exc
     except Exception as exc:
         document_failed(document=document, error=f"ingestion failed: {exc.__class__.__name__}")
         raise
-    job_succeed(job=job, result={"document_id": document.public_id, "chunk_count": count, "status": "ready"})
-    return "succeeded"
+    return {"document_id": document.public_id, "chunk_count": count, "status": "ready"}

@@ -1,31 +1,25 @@
-"""Run an agent-sync job: claim it, sync under the global lock, record progress, finish."""
+"""Run an agent-sync job: sync under the global lock and record progress (the claim and
+the ending are workers.harness's)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from apps.agents.sync import SyncBusy, SyncResult, agents_for_sync, agents_sync, sync_lock, sync_summary
 from apps.common import DomainError
 from apps.events.services import job_event_append
-from apps.jobs.lifecycle import job_claim, job_fail, job_succeed
 from apps.jobs.models import Job
-from config.logging import log_context
-from workers.execution import worker_name
+from workers.harness import JobFailed, job_run
 
 logger = logging.getLogger(__name__)
 
 
 def execute_sync_job(job_id: int) -> str:
-    job = job_claim(job_id=job_id, worker=worker_name())
-    if job is None:
-        logger.info("sync job %s skipped: not claimable now", job_id)
-        return "skipped"
-    with log_context(job_id=job.public_id):
-        outcome = _run_claimed(job)
-        logger.info("sync job %s", outcome)
-        return outcome
+    """Returns what happened, for logs: skipped | succeeded | failed | dropped."""
+    return job_run(job_id, kind=Job.Kind.SYNC, body=_sync, logger=logger)
 
 
-def _run_claimed(job: Job) -> str:
+def _sync(job: Job) -> dict[str, Any]:
     params = job.input or {}
 
     def progress(done: int, total: int, result: SyncResult) -> None:
@@ -37,11 +31,9 @@ def _run_claimed(job: Job) -> str:
             agents = agents_for_sync(user_id=params.get("user_id"), agent_id=params.get("agent_id"))
             results = agents_sync(agents=agents, dry_run=bool(params.get("dry_run")), progress=progress)
     except (SyncBusy, DomainError) as exc:
-        job_fail(job=job, code=exc.code, message=exc.message)
-        return "failed"
-    job_succeed(job=job, result={"dry_run": bool(params.get("dry_run")), "summary": sync_summary(results),
-                                 "agents": [r.as_dict() for r in results]})
-    return "succeeded"
+        raise JobFailed(exc.code, exc.message) from exc
+    return {"dry_run": bool(params.get("dry_run")), "summary": sync_summary(results),
+            "agents": [r.as_dict() for r in results]}
 
 
 def periodic_sync() -> dict[str, int] | None:

@@ -154,7 +154,7 @@ async def jobs_get(request: HttpRequest, job_id: str) -> Any:
 @router.post("jobs/{job_id}/cancel/", response={202: JobOut, **ERRORS})
 def jobs_cancel(request: HttpRequest, job_id: str) -> Any:
     """Queued: cancelled at once. Running: stops at its next safe point, no reply. Finished: 409."""
-    return 202, service(request).cancel_job(job_id)
+    return 202, service(request).request_job_cancel(job_id)
 
 
 api.add_router("", router)

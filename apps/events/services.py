@@ -1,7 +1,10 @@
 """Live job events (SSE, long-poll). Contract used by apps.jobs and workers:
 
-- `job_status_changed(*, job)`: called inside the transaction of every status
-  transition of `job` (queued, running, and each terminal state).
+- `job_created(*, job)`: a job's first event, `job.queued` (event 1), written by
+  apps.jobs.services.job_create in the transaction that creates the job, for
+  every kind of job.
+- `job_status_changed(*, job)`: called inside the transaction of every later
+  status transition of `job` (running, and each terminal state).
 - `job_event_append(*, job, type, data)`: any other recorded event of a running
   job (tool call started/ended), called by the worker. The reply's live text
   is not recorded: it goes out on pub/sub only (`pubsub.publish_content`).

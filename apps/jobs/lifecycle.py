@@ -1,4 +1,4 @@
-"""A job's life after acceptance: claim, lease, finish, fail, cancel.
+"""A job's life after acceptance: claim, lease, and its ending (succeeded, failed, cancelled).
 
 A job is claimed with a conditional UPDATE (zero rows means someone else has
 it, it must wait for an earlier message of its session, or it is past its
@@ -32,17 +32,15 @@ from apps.webhooks.services import webhook_outbox_for_job
 logger = logging.getLogger(__name__)
 
 
-def ended(*, job_id: int, job: Job | None = None) -> Job:
-    """Inside the transaction that ended a job: its event, its webhook outbox row,
-    and (after commit) the next message of its session. Pass `job` when the
-    caller holds it with the fields its ending wrote, to skip re-reading it."""
+def job_ended_effects(*, job_id: int, job: Job | None = None) -> Job:
+    """What follows every ending of a job, inside the transaction that ended it;
+    each effect is its own call. Pass `job` when the caller holds it with the
+    fields its ending wrote, to skip re-reading it."""
     if job is None:
         job = Job.objects.select_related("agent", "session").get(pk=job_id)
-    job_status_changed(job=job)
-    webhook_outbox_for_job(job=job)
-    if job.kind == Job.Kind.MESSAGE and job.session_id is not None:
-        session_id = job.session_id
-        transaction.on_commit(lambda: job_dispatch_next_in_session(job_id=job_id, session_id=session_id))
+    job_status_changed(job=job)  # its terminal event: `job.<status>`, the job's last
+    webhook_outbox_for_job(job=job)  # its webhook delivery row, when it has a callback URL
+    job_dispatch_next_in_session_on_commit(job=job)
     return job
 
 
@@ -59,7 +57,30 @@ def earlier_unfinished_in_session() -> Exists:
 
 
 def _claimable(now: Any) -> Q:
+    """Status and lease allow a claim: queued, or running under a lease that ran out."""
     return Q(status=Job.Status.QUEUED) | Q(status=Job.Status.RUNNING, lease_expires_at__lt=now)
+
+
+def _endings(now: Any) -> tuple[tuple[Q, str, str, str], ...]:
+    """Why a job whose status and lease allow a claim may not run any more, and how it ends then."""
+    return (
+        (Q(cancel_requested_at__isnull=False), Job.Status.CANCELLED, "cancelled", "Cancelled by the client."),
+        (Q(deadline_at__lt=now), Job.Status.EXPIRED, "deadline_exceeded",
+         "The job did not finish before its deadline."),
+        (Q(attempts__gte=settings.AGENTOS_MAX_ATTEMPTS), Job.Status.FAILED, "attempts_exhausted",
+         f"Gave up after {settings.AGENTOS_MAX_ATTEMPTS} attempts (its worker was lost each time)."),
+    )
+
+
+def claim_rule(now: Any) -> Q:
+    """The claim's rule in the ORM's words, made of the pieces the endings and the
+    sweeper use: status and lease allow it, nothing ends it, and no earlier message
+    of its session is unfinished. The claim itself runs `_CLAIM_SQL`, its copy in
+    SQL; tests/test_hot_selectors.py holds the two equal on every combination."""
+    rule = _claimable(now) & ~earlier_unfinished_in_session()
+    for condition, *_ in _endings(now):
+        rule &= ~condition
+    return rule
 
 
 def job_claim(*, job_id: int, worker: str) -> Job | None:
@@ -69,26 +90,33 @@ def job_claim(*, job_id: int, worker: str) -> Job | None:
     for an earlier message of its session, is past its deadline, or is out of
     attempts (the last two end it)."""
     now = timezone.now()
-    token = uuid.uuid4().hex
     with transaction.atomic():  # the claim and its `job.running` event commit together
-        with connection.cursor() as cursor:
-            cursor.execute(_CLAIM_SQL, {
-                "id": job_id, "now": now, "token": token, "worker": worker[:200],
-                "lease": now + timedelta(seconds=settings.AGENTOS_LEASE_SECONDS),
-                "max_attempts": settings.AGENTOS_MAX_ATTEMPTS, "terminal": [str(s) for s in Job.TERMINAL]})
-            claimed = cursor.fetchone()
-        if claimed is not None:
+        seq = _claim_row(job_id=job_id, now=now, worker=worker)
+        if seq is not None:
             job = _claimed_job(job_id)
-            job_status_changed(job=job, seq=claimed[0])
+            job_status_changed(job=job, seq=seq)
             return job
     _end_unclaimable(job_id=job_id, now=now)
     return None
 
 
+def _claim_row(*, job_id: int, now: Any, worker: str) -> int | None:
+    """Run the claim's UPDATE: the number of the claimed job's `job.running` event,
+    or None when the claim rule refused it."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CLAIM_SQL, {
+            "id": job_id, "now": now, "token": uuid.uuid4().hex, "worker": worker[:200],
+            "lease": now + timedelta(seconds=settings.AGENTOS_LEASE_SECONDS),
+            "max_attempts": settings.AGENTOS_MAX_ATTEMPTS, "terminal": [str(s) for s in Job.TERMINAL]})
+        claimed = cursor.fetchone()
+    return int(claimed[0]) if claimed is not None else None
+
+
 # The claim, as one statement (which also numbers its `job.running` event):
 # every job's hot path starts here, and the ORM spent more CPU composing it
-# than PostgreSQL spends running it. The same rule as `_claimable` and
-# `earlier_unfinished_in_session` (tests cover each case).
+# than PostgreSQL spends running it. Its WHERE is `claim_rule`, written in SQL;
+# tests/test_hot_selectors.py runs both on every combination of status, lease,
+# cancel, deadline, attempts and session order and requires the same answer.
 _CLAIM_SQL = """
 UPDATE jobs_job AS j
    SET status = 'running', lease_token = %(token)s, worker = %(worker)s, lease_expires_at = %(lease)s,
@@ -123,19 +151,12 @@ def _claimed_job(job_id: int) -> Job:
 @transaction.atomic
 def _end_unclaimable(*, job_id: int, now: Any) -> None:
     """A job nobody may run any more ends here: cancelled, expired or out of attempts."""
-    endings = (
-        (Q(cancel_requested_at__isnull=False), Job.Status.CANCELLED, "cancelled", "Cancelled by the client."),
-        (Q(deadline_at__lt=now), Job.Status.EXPIRED, "deadline_exceeded",
-         "The job did not finish before its deadline."),
-        (Q(attempts__gte=settings.AGENTOS_MAX_ATTEMPTS), Job.Status.FAILED, "attempts_exhausted",
-         f"Gave up after {settings.AGENTOS_MAX_ATTEMPTS} attempts (its worker was lost each time)."),
-    )
-    for condition, status, code, message in endings:
+    for condition, status, code, message in _endings(now):
         if Job.objects.filter(_claimable(now), condition, pk=job_id).update(
                 status=status, error_code=code, error_message=message, finished_at=now, lease_token="",
                 lease_expires_at=None):
             logger.warning("job %s: ended %s without running", job_id, status)
-            ended(job_id=job_id)
+            job_ended_effects(job_id=job_id)
             return
 
 
@@ -175,14 +196,14 @@ def job_succeed_message(*, job: Job, content: str, tool_calls: list[dict[str, An
     done = dict(status=Job.Status.SUCCEEDED, result=result, finished_at=now, lease_expires_at=None)
     if _fenced(job).filter(cancel_requested_at__isnull=True).update(**done) != 1:
         if _fenced(job).filter(cancel_requested_at__isnull=False).exists():
-            job_cancelled(job=job)  # the cancel arrived while it ran
+            job_end_cancelled(job=job)  # the cancel arrived while it ran
         else:
             logger.info("job %s: attempt lost its lease; reply dropped", job.public_id)
         return None
     insert_new(reply)
     ChatSession.objects.filter(pk=job.session_id).update(updated_at=now)
     session_changed(session_id=job.session.public_id)
-    ended(job_id=job.pk, job=_ending(job, **done))
+    job_ended_effects(job_id=job.pk, job=_ending(job, **done))
     return reply
 
 
@@ -192,7 +213,7 @@ def job_succeed(*, job: Job, result: dict[str, Any]) -> bool:
     done = dict(status=Job.Status.SUCCEEDED, result=result, finished_at=timezone.now(), lease_expires_at=None)
     if _fenced(job).update(**done) != 1:
         return False
-    ended(job_id=job.pk, job=_ending(job, **done))
+    job_ended_effects(job_id=job.pk, job=_ending(job, **done))
     return True
 
 
@@ -203,19 +224,28 @@ def job_fail(*, job: Job, code: str, message: str) -> bool:
                   finished_at=timezone.now(), lease_expires_at=None)
     if _fenced(job).update(**failed) != 1:
         return False
-    ended(job_id=job.pk, job=_ending(job, **failed))
+    job_ended_effects(job_id=job.pk, job=_ending(job, **failed))
     return True
 
 
 @transaction.atomic
-def job_cancelled(*, job: Job) -> bool:
-    """The running attempt stopped at a safe point after a cancel: no reply."""
+def job_end_cancelled(*, job: Job) -> bool:
+    """Record that the running attempt stopped at a safe point after a cancel was
+    requested (apps.jobs.services.job_cancel_request): the job ends cancelled, no reply."""
     stopped = dict(status=Job.Status.CANCELLED, error_code="cancelled", error_message="Cancelled by the client.",
                    finished_at=timezone.now(), lease_expires_at=None)
     if _fenced(job).update(**stopped) != 1:
         return False
-    ended(job_id=job.pk, job=_ending(job, **stopped))
+    job_ended_effects(job_id=job.pk, job=_ending(job, **stopped))
     return True
+
+
+def job_dispatch_next_in_session_on_commit(*, job: Job) -> None:
+    """A message job that ended lets the next message of its session start, once its ending commits."""
+    if job.kind != Job.Kind.MESSAGE or job.session_id is None:
+        return
+    job_id, session_id = job.pk, job.session_id
+    transaction.on_commit(lambda: job_dispatch_next_in_session(job_id=job_id, session_id=session_id))
 
 
 def job_dispatch_next_in_session(*, job_id: int, session_id: int) -> None:

@@ -1,4 +1,4 @@
-"""Accepting and cancelling jobs: what the API does to the job table.
+"""Accepting jobs and requests to cancel them: what the API does to the job table.
 
 The worker side of a job's life is in apps.jobs.lifecycle; the sweeper that
 re-sends lost work is in apps.jobs.sweeper.
@@ -17,9 +17,9 @@ from apps.agents.models import Agent
 from apps.chat.models import ChatMessage, ChatSession
 from apps.chat.services import session_changed, session_create
 from apps.common import DomainError, insert_new, public_id
-from apps.events.services import job_created, job_status_changed
+from apps.events.services import job_created
 from apps.jobs.dispatch import job_dispatch_on_commit
-from apps.jobs.lifecycle import ended
+from apps.jobs.lifecycle import job_ended_effects
 from apps.jobs.models import Job
 
 MULTITASK = ("enqueue", "reject", "interrupt")
@@ -43,6 +43,28 @@ def job_deadline(timeout: int | None) -> timedelta:
     if not isinstance(timeout, int) or isinstance(timeout, bool) or not 1 <= timeout <= cap:
         raise DomainError("invalid_timeout", f"timeout must be a whole number of seconds from 1 to {cap}.")
     return timedelta(seconds=timeout)
+
+
+def job_create(*, owner: AbstractBaseUser, kind: str, input: dict[str, Any], callback_url: str = "",
+               deadline: timedelta | None = None, agent: Agent | None = None,
+               session: ChatSession | None = None) -> Job:
+    """Write a new job of any kind with its first event, `job.queued` (event 1), and
+    publish it once the caller's transaction commits. Call it inside that transaction,
+    after validating the request: the caller writes whatever else belongs with the job
+    (its user message, its document) in the same transaction. `deadline`: how long the
+    job may take from now (AGENTOS_JOB_TIMEOUT by default).
+
+    Two statements: the job (one INSERT, apps.common.insert_new) and its event. The row
+    is written already marked enqueued, so publishing costs no second write unless the
+    publish fails (apps.jobs.dispatch)."""
+    now = timezone.now()
+    job = insert_new(Job(owner=owner, kind=kind, agent=agent, session=session, callback_url=callback_url,
+                         deadline_at=now + (deadline if deadline is not None else job_deadline(None)), input=input,
+                         event_seq=1,  # its `job.queued` event, written below
+                         enqueued_at=now))  # published on commit; a failed publish clears it
+    job_created(job=job)
+    job_dispatch_on_commit(job=job)
+    return job
 
 
 @transaction.atomic
@@ -71,19 +93,14 @@ def message_send(*, user: AbstractBaseUser, agent: Agent, message: str, session:
         # one sender at a time per session: the busy check and the insert must not interleave
         ChatSession.objects.select_for_update().filter(pk=session.pk).first()
         _apply_multitask(session=session, multitask=multitask)
-    now = timezone.now()
+    if not created:
+        ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
+        session_changed(session_id=session.public_id)
     message_id = public_id("msg")
-    job = insert_new(Job(owner=user, kind=Job.Kind.MESSAGE, agent=agent, session=session,
-                         callback_url=callback_url, deadline_at=now + deadline, input={"message_id": message_id},
-                         event_seq=1,  # its `job.queued` event, written below
-                         enqueued_at=now))  # published on commit; a failed publish clears it
+    job = job_create(owner=user, kind=Job.Kind.MESSAGE, agent=agent, session=session, callback_url=callback_url,
+                     deadline=deadline, input={"message_id": message_id})
     insert_new(ChatMessage(public_id=message_id, session=session, role=ChatMessage.Role.USER, content=message,
                            job=job))
-    if not created:
-        ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
-        session_changed(session_id=session.public_id)
-    job_created(job=job)
-    job_dispatch_on_commit(job=job)
     return job
 
 
@@ -94,13 +111,15 @@ def _apply_multitask(*, session: ChatSession, multitask: str) -> None:
     if multitask == "reject":
         raise DomainError("session_busy", "The session is still answering an earlier message.", status=409)
     for job in busy.order_by("id"):
-        job_cancel(job=job)
+        job_cancel_request(job=job)
 
 
 @transaction.atomic
-def job_cancel(*, job: Job) -> Job:
-    """A queued job never starts; a running one stops at its next safe point and
-    writes no reply; a finished one cannot be cancelled (409 job_finished)."""
+def job_cancel_request(*, job: Job) -> Job:
+    """The client asks for `job` to stop. A queued job ends cancelled now and never
+    starts; a running one is marked, and its attempt stops at its next safe point,
+    writes no reply and ends itself cancelled (apps.jobs.lifecycle.job_end_cancelled);
+    a finished one cannot be cancelled (409 job_finished)."""
     now = timezone.now()
     locked = Job.objects.select_for_update().get(pk=job.pk)
     if locked.is_terminal:
@@ -109,7 +128,7 @@ def job_cancel(*, job: Job) -> Job:
         Job.objects.filter(pk=job.pk).update(status=Job.Status.CANCELLED, cancel_requested_at=now,
                                              error_code="cancelled", error_message="Cancelled by the client.",
                                              finished_at=now)
-        return ended(job_id=job.pk)
+        return job_ended_effects(job_id=job.pk)
     if locked.cancel_requested_at is None:
         Job.objects.filter(pk=job.pk).update(cancel_requested_at=now)
     return Job.objects.select_related("agent", "session").get(pk=job.pk)
@@ -125,13 +144,8 @@ def sync_job_create(*, user: AbstractBaseUser, agent_id: str | None = None, user
     agents_for_sync(user_id=user_id, agent_id=agent_id)  # refuse an unknown agent now, not in the worker
     if callback_url:
         callback_url_validate(url=callback_url)
-    now = timezone.now()
-    job = Job.objects.create(owner=user, kind=Job.Kind.SYNC, callback_url=callback_url,
-                             input={"agent_id": agent_id, "user_id": user_id, "dry_run": dry_run},
-                             deadline_at=now + timedelta(seconds=settings.AGENTOS_JOB_TIMEOUT))
-    job_status_changed(job=job)
-    job_dispatch_on_commit(job=job)
-    return job
+    return job_create(owner=user, kind=Job.Kind.SYNC, callback_url=callback_url,
+                      input={"agent_id": agent_id, "user_id": user_id, "dry_run": dry_run})
 
 
 @transaction.atomic
@@ -166,5 +180,5 @@ def message_record(*, user: AbstractBaseUser, agent: Agent, session: ChatSession
     ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
     ChatSession.objects.filter(pk=session.pk, title="").update(title=message.strip()[:80])
     session_changed(session_id=session.public_id)
-    ended(job_id=job.pk)
+    job_ended_effects(job_id=job.pk)
     return job

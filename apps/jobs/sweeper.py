@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.jobs.dispatch import job_dispatch
-from apps.jobs.lifecycle import earlier_unfinished_in_session, ended
+from apps.jobs.lifecycle import earlier_unfinished_in_session, job_ended_effects
 from apps.jobs.models import IdempotencyRecord, Job
 
 BATCH = 1000
@@ -52,6 +52,6 @@ def _expire_overdue(*, now: Any) -> int:
                     status=Job.Status.EXPIRED, error_code="deadline_exceeded", finished_at=now,
                     error_message="The job did not finish before its deadline.", cancel_requested_at=now,
                     lease_expires_at=None):
-                ended(job_id=job_id)
+                job_ended_effects(job_id=job_id)
                 count += 1
     return count

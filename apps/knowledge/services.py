@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -10,7 +9,6 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.utils import timezone
 
 from apps.agents.models import Agent
 from apps.common import DomainError
@@ -87,9 +85,8 @@ def document_upload(*, user: AbstractBaseUser, kb: KnowledgeBase, name: str, dat
     """Store the file and queue its ingestion (queue `knowledge`). The same bytes
     uploaded again to the same knowledge base return the existing document
     (`created` False): no second copy, no duplicate chunks."""
-    from apps.events.services import job_status_changed
-    from apps.jobs.dispatch import job_dispatch_on_commit
     from apps.jobs.models import Job
+    from apps.jobs.services import job_create
     from apps.webhooks.services import callback_url_validate
 
     if kb.owner_id != user.pk:
@@ -110,17 +107,13 @@ def document_upload(*, user: AbstractBaseUser, kb: KnowledgeBase, name: str, dat
         return existing, False
     try:
         with transaction.atomic():
-            now = timezone.now()
             document = Document.objects.create(knowledge_base=kb, owner=user, name=name,
                                                content_type=content_type[:100], size=len(data), checksum=checksum,
                                                data=data)
-            job = Job.objects.create(owner=user, kind=Job.Kind.INGEST, callback_url=callback_url,
-                                     input={"document_id": document.public_id, "knowledge_base_id": kb.public_id},
-                                     deadline_at=now + timedelta(seconds=settings.AGENTOS_JOB_TIMEOUT))
+            job = job_create(owner=user, kind=Job.Kind.INGEST, callback_url=callback_url,
+                             input={"document_id": document.public_id, "knowledge_base_id": kb.public_id})
             Document.objects.filter(pk=document.pk).update(job=job)
             document.job = job
-            job_status_changed(job=job)
-            job_dispatch_on_commit(job=job)
     except IntegrityError:
         # the same bytes uploaded at the same moment: both saw no copy, the other insert
         # committed first (one_copy_per_kb); answer as the duplicate path does

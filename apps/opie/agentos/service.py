@@ -24,7 +24,7 @@ from apps.chat.services import session_create
 from apps.common import DomainError, NotFound
 from apps.jobs.presenters import job_to_dict
 from apps.jobs.selectors import job_get_owned, job_list
-from apps.jobs.services import job_cancel, message_send, sync_job_create
+from apps.jobs.services import job_cancel_request, message_send, sync_job_create
 
 OPIE_VERSION = "0.1.0"
 QUEUES = ["agents", "sync", "knowledge", "webhooks"]
@@ -135,5 +135,5 @@ class AgentOSService:
                               callback_url=callback_url)
         return job_to_dict(job)
 
-    def cancel_job(self, job_id: str) -> dict[str, Any]:
-        return job_to_dict(job_cancel(job=job_get_owned(user=self.user, job_id=job_id)))
+    def request_job_cancel(self, job_id: str) -> dict[str, Any]:
+        return job_to_dict(job_cancel_request(job=job_get_owned(user=self.user, job_id=job_id)))

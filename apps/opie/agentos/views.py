@@ -236,9 +236,10 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponse:
 
 @page
 @require_POST
-def job_cancel(request: HttpRequest, job_id: str) -> HttpResponse:
+def job_cancel_request(request: HttpRequest, job_id: str) -> HttpResponse:
+    """The chat page's Cancel button: asks for the job to stop (a finished one is left alone)."""
     try:
-        AgentOSService(request.user).cancel_job(job_id)
+        AgentOSService(request.user).request_job_cancel(job_id)
     except DomainError as exc:
         if isinstance(exc, NotFound):
             raise
