@@ -247,6 +247,86 @@ def test_warm_parts_know_the_agents_knowledge_bases_for_its_version(user, agent)
     assert pool.parts_for(agent).knowledge_ids == ()
 
 
+def test_a_finished_run_waits_out_a_busy_database_instead_of_being_run_again(transactional_db, user, agent):
+    """Its ending could not get a connection twice (every pooled one busy): it is written on the
+    third try, under the same lease, and the job is not left for the sweeper to run again."""
+    from django.db import OperationalError
+
+    from workers.watcher import until_written
+
+    job = accept(user, agent, "hi")
+    claimed = job_claim(job_id=job.pk, worker="w")
+    tries = []
+
+    def ending():
+        tries.append(1)
+        if len(tries) < 3:
+            raise OperationalError("couldn't get a connection after 10.00 sec")
+        return job_succeed_message(job=claimed, content="Echo #1: hi", tool_calls=[], metrics={})
+
+    reply = until_written(ending, within=10)
+
+    job.refresh_from_db()
+    assert len(tries) == 3 and reply is not None
+    assert job.status == Job.Status.SUCCEEDED and job.attempts == 1
+    with pytest.raises(OperationalError):  # a database that stays away is not waited on forever
+        until_written(lambda: (_ for _ in ()).throw(OperationalError("down")), within=0.3)
+
+
+def test_the_lease_watcher_renews_while_every_pooled_connection_is_busy(transactional_db):
+    """The watcher thread's connection is its own, outside the pool: it does not queue
+    behind the runs whose leases it keeps alive."""
+    import threading
+
+    from django.db import connections
+
+    from workers.watcher import own_connection
+
+    base = connections["default"].settings_dict
+    pooled = {**base, "OPTIONS": {**base["OPTIONS"], "pool": {"min_size": 1, "max_size": 1, "timeout": 0.5}}}
+    results: dict[str, object] = {}
+    held, release = threading.Event(), threading.Event()
+
+    def install_pooled():
+        connections["default"] = type(connections["default"])(pooled, "default")
+
+    def hog():  # takes the pool's only connection and keeps it
+        install_pooled()
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+            held.set()
+            release.wait(10)
+        connections["default"].close()
+
+    def query(name, own):
+        install_pooled()
+        if own:
+            own_connection()
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SELECT 1")
+                results[name] = cursor.fetchone()[0]
+        except Exception as exc:
+            results[name] = type(exc).__name__
+        finally:
+            connections["default"].close()
+
+    hogger = threading.Thread(target=hog)
+    hogger.start()
+    try:
+        assert held.wait(10)
+        for name, own in (("pooled", False), ("watcher", True)):
+            thread = threading.Thread(target=query, args=(name, own))
+            thread.start()
+            thread.join(10)
+    finally:
+        release.set()
+        hogger.join(10)
+        type(connections["default"])(pooled, "default").close_pool()  # the pool is kept per alias, class-wide
+
+    assert results == {"pooled": "OperationalError", "watcher": 1}
+
+
 def test_a_cancel_that_races_the_end_of_a_run_leaves_nothing_behind_in_agno(user, agent):
     from agno.run.cancel import cancel_run, get_active_runs
 

@@ -19,7 +19,7 @@ from apps.jobs.models import Job
 from workers.harness import JobFailed, job_run
 from workers.pool import get_pool
 from workers.streaming import ContentRelay, run_streamed
-from workers.watcher import watcher
+from workers.watcher import until_written
 
 logger = logging.getLogger(__name__)
 
@@ -118,18 +118,17 @@ def _answer(job: Job) -> str:
         raise JobFailed("agent_unavailable", "The agent was deleted or disabled.")
     pool = get_pool()
     started = time.perf_counter()
-    with watcher.track(job):
-        history = _history(job)
-        parts = pool.parts_for(agent)
-        sources = _sources(parts.knowledge_ids, history)
-        runner = pool.checkout(parts, user=job.owner, session_id=job.session.public_id,
-                               tool_hooks=[_tool_events(job)], context=_sources_context(sources))
-        release_connection_if_busy(pool.stats.in_flight)  # the task adapter counts this job in flight
-        relay = ContentRelay(job.public_id, settings.AGENTOS_STREAM_INTERVAL_MS)
-        output = run_streamed(runner, history, relay=relay, session_id=job.session.public_id,
-                              user_id=str(job.owner_id), run_id=job.public_id)
+    history = _history(job)
+    parts = pool.parts_for(agent)
+    sources = _sources(parts.knowledge_ids, history)
+    runner = pool.checkout(parts, user=job.owner, session_id=job.session.public_id,
+                           tool_hooks=[_tool_events(job)], context=_sources_context(sources))
+    release_connection_if_busy(pool.stats.in_flight)  # the task adapter counts this job in flight
+    relay = ContentRelay(job.public_id, settings.AGENTOS_STREAM_INTERVAL_MS)
+    output = run_streamed(runner, history, relay=relay, session_id=job.session.public_id,
+                          user_id=str(job.owner_id), run_id=job.public_id)
     if output.status == RunStatus.cancelled:
-        return "cancelled" if job_end_cancelled(job=job) else "dropped"
+        return until_written(lambda: "cancelled" if job_end_cancelled(job=job) else "dropped")
     if output.status != RunStatus.completed:
         raise JobFailed("model_error", str(output.content or "the model run failed"))
     content = output.content if isinstance(output.content, str) else str(output.content or "")
@@ -137,7 +136,7 @@ def _answer(job: Job) -> str:
         # a stream that ended without a single chunk (a provider cut off or answering
         # nonsense) completes with nothing: that is no reply to store
         raise JobFailed("model_error", "The model returned an empty reply.")
-    reply = job_succeed_message(job=job, content=content, tool_calls=_tool_calls(output),
-                                metrics=_metrics(output, started),
-                                sources=[{k: v for k, v in s.items() if k != "chunk_id"} for s in sources])
+    reply = until_written(lambda: job_succeed_message(
+        job=job, content=content, tool_calls=_tool_calls(output), metrics=_metrics(output, started),
+        sources=[{k: v for k, v in s.items() if k != "chunk_id"} for s in sources]))
     return "succeeded" if reply is not None else "dropped"

@@ -9,6 +9,11 @@ failure it knows is final. Every ending is fenced on the claim's lease
 (apps.jobs.lifecycle), so an attempt that lost the job writes nothing: its
 outcome is `dropped`.
 
+The claimed job is tracked by the worker's lease watcher (workers.watcher) from
+the claim until its ending is written, and an ending that cannot get a
+database connection yet (every pooled one busy, PostgreSQL restarting) is
+tried again rather than thrown away with the finished work.
+
 Any other exception is left to Celery and the sweeper, as a lost worker is:
 the task fails, the job stays `running` until its lease runs out, and the
 sweeper hands it to another attempt (at most AGENTOS_MAX_ATTEMPTS in all).
@@ -23,6 +28,7 @@ from typing import Any, Callable
 from apps.jobs.lifecycle import job_claim, job_fail, job_succeed
 from apps.jobs.models import Job
 from config.logging import log_context
+from workers.watcher import until_written, watcher
 
 # returns the job's result (the harness finishes the job) or, when it ended the job itself, what happened
 Body = Callable[[Job], "dict[str, Any] | str"]
@@ -65,10 +71,13 @@ def job_run(job_id: int, *, kind: str, body: Body, logger: logging.Logger,
 
 
 def _run_claimed(job: Job, body: Body) -> str:
-    try:
-        done = body(job)
-    except JobFailed as failure:
-        return "failed" if job_fail(job=job, code=failure.code, message=failure.message) else "dropped"
-    if isinstance(done, str):  # the body ended the job itself
-        return done
-    return "succeeded" if job_succeed(job=job, result=done) else "dropped"
+    # the lease is renewed from the claim until the ending is written, whatever the kind
+    with watcher.track(job):
+        try:
+            done = body(job)
+        except JobFailed as failure:
+            code, message = failure.code, failure.message
+            return until_written(lambda: "failed" if job_fail(job=job, code=code, message=message) else "dropped")
+        if isinstance(done, str):  # the body ended the job itself
+            return done
+        return until_written(lambda: "succeeded" if job_succeed(job=job, result=done) else "dropped")
