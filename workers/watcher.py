@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
+from agno.run.cancel import cancel_run, cleanup_run
 from django.conf import settings
 from django.db import connection
 
@@ -40,8 +41,6 @@ class RunWatcher:
         try:
             yield
         finally:
-            from agno.run.cancel import cleanup_run
-
             with self._lock:
                 self._runs.pop(job.pk, None)
             # a cancel that raced the run's end must not stay in agno's registry
@@ -51,8 +50,6 @@ class RunWatcher:
         return max(0.2, min(1.0, settings.AGENTOS_LEASE_SECONDS / 3))
 
     def _loop(self) -> None:
-        from agno.run.cancel import cancel_run
-
         while True:
             time.sleep(self.interval())
             with self._lock:
