@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 FLOWER_PORT ?= 5555
 
-.PHONY: run test bench profile chaos install stop services lock clean browser audit
+.PHONY: run test lint bench profile chaos install stop services lock clean browser audit
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,9 +25,15 @@ run: install
 	AGENTOS_WEBHOOK_ALLOW_PRIVATE=$${AGENTOS_WEBHOOK_ALLOW_PRIVATE:-1} FLOWER_BASIC_AUTH=$$(cat var/flower-auth) OPIE_WEB_PORT=$(PORT) OPIE_FLOWER_PORT=$(FLOWER_PORT) \
 		$(BIN)/honcho --procfile Procfile start
 
-## test: the whole suite against real PostgreSQL, Redis, Celery workers and Chromium
+## test: which way imports go (lint-imports), then the whole suite against real PostgreSQL, Redis,
+## Celery workers and Chromium
 test: install browser
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+
+## lint: static checks, one line per tool (lint-imports: the layers in pyproject.toml)
+lint: install
+	$(BIN)/lint-imports
 
 ## browser: Debian's Chromium for the browser tests (never a downloaded browser)
 browser:

@@ -2,37 +2,40 @@
 
 Queues: `agents` (message runs, I/O bound, threads pool), `sync` (agent sync
 and the sweeper), `knowledge` (ingestion, CPU bound, prefork) and `webhooks`
-(outbound deliveries).
+(outbound deliveries). Each task's name and queue are in apps/task_routes.py.
+
+`config` imports this module (config/__init__.py, as cookiecutter-django does),
+so in every Django process this app is Celery's current one: domain code sends
+by task name through `celery.current_app` and never imports this module.
 """
 import os
 from typing import Any
 
 from celery import Celery
 from celery.signals import celeryd_init, setup_logging
+from django.conf import settings
 from kombu import Exchange, Queue
+
+from apps.task_routes import QUEUES, celery_task_routes
+# also registers the pool's remote-control commands here: `celery -A celery_app inspect
+# opie_pool_stats` refuses a command its own process does not know
+from workers.control import PoolStatsStep
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("AGNO_TELEMETRY", "false")
 
 app = Celery("opie", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-QUEUES = ("agents", "sync", "knowledge", "webhooks")
 # one exchange and routing key per queue: a message lands in exactly one queue
 app.conf.task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
-app.conf.task_routes = {
-    "workers.tasks.run_message_task": {"queue": "agents"},
-    "workers.tasks.sweep_jobs_task": {"queue": "sync"},
-    "workers.tasks.run_sync_task": {"queue": "sync"},
-    "workers.tasks.periodic_sync_task": {"queue": "sync"},
-    "workers.tasks.run_ingest_task": {"queue": "knowledge"},
-    "workers.webhook_tasks.*": {"queue": "webhooks"},
-}
+app.conf.task_routes = celery_task_routes()
 app.conf.include = ["workers.tasks", "workers.webhook_tasks", "workers.signals", "workers.control"]
+app.steps["worker"].add(PoolStatsStep)
 
 
 def _django_logging() -> None:
-    from django.conf import settings
-
+    # circular: config/__init__.py imports this module, so a module-level import of
+    # config here would run that before `app` exists
     from config.logging import configure
 
     configure(settings.LOGGING)
@@ -52,7 +55,3 @@ def _use_django_logging(**_: Any) -> None:
     if app.conf.worker_redirect_stdouts:  # what Celery does when it configures logging itself
         app.log.redirect_stdouts(app.conf.worker_redirect_stdouts_level)
 
-
-from workers.control import PoolStatsStep  # noqa: E402  (needs `app` to exist)
-
-app.steps["worker"].add(PoolStatsStep)

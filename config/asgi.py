@@ -31,7 +31,10 @@ from typing import Any, Callable
 
 import django
 from asgiref.sync import ThreadSensitiveContext
+from django.conf import settings
+from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
+from django.db import close_old_connections, connections, reset_queries
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application() does first
@@ -42,8 +45,6 @@ def release_connections() -> None:
     Django: drop a connection that errored and no longer works, or that
     outlived CONN_MAX_AGE (0: every call). A healthy persistent one stays,
     without a health-check query."""
-    from django.db import connections
-
     for conn in connections.all(initialized_only=True):
         if conn.connection is not None and (
                 conn.errors_occurred or (conn.close_at is not None and time.monotonic() >= conn.close_at)):
@@ -64,10 +65,6 @@ class WebThreads(ThreadPoolExecutor):
 
 class OpieASGIHandler(ASGIHandler):
     def __init__(self) -> None:
-        from django.conf import settings
-        from django.core import signals
-        from django.db import close_old_connections, reset_queries
-
         super().__init__()
         self.threads = WebThreads(max_workers=settings.WEB_THREADS, thread_name_prefix="opie-web")
         # what they do per thread is done per call (release_connections); DEBUG's query log is per thread too

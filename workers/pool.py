@@ -20,8 +20,8 @@ from typing import Any, Iterator
 from django.conf import settings
 from django.db.models import Max
 
+from apps.agents.builder import AgentParts, agent_from_parts, build_parts
 from apps.agents.models import Agent as DjangoAgent
-from apps.opie.agentos.config import AgentParts, agent_os_config
 
 
 @dataclass
@@ -55,7 +55,7 @@ class AgentPool:
                 return entry[0]
             self.stats.misses += 1
         # build outside the lock: one slow provider must not stall every other run
-        parts = agent_os_config.build_parts(agent)
+        parts = build_parts(agent)
         with self._lock:
             self.stats.builds += 1
             self.stats.build_ms_total += parts.build_ms
@@ -79,8 +79,7 @@ class AgentPool:
         """A fresh agno Agent over warm parts, for one run only (`context`: this run's knowledge sources).
         Pass the parts when `parts_for` already gave them (a run reads them first for its knowledge)."""
         parts = agent if isinstance(agent, AgentParts) else self.parts_for(agent)
-        return agent_os_config.agent_from_parts(parts, user=user, session_id=session_id,
-                                                tool_hooks=tool_hooks, context=context)
+        return agent_from_parts(parts, user=user, session_id=session_id, tool_hooks=tool_hooks, context=context)
 
     def invalidate(self, agent_pk: int | None = None) -> int:
         """Drop one agent's entries (or all); returns how many went."""

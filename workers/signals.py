@@ -6,12 +6,19 @@ import os
 import sys
 from typing import Any
 
+from agno.utils.log import configure_agno_logging as configure
+from celery.apps import worker as celery_worker
 from celery.signals import celeryd_after_setup, task_postrun, worker_process_init, worker_ready
+from django.conf import settings
+from django.db import DatabaseError, connection, connections
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 
 from apps.agents.cancellation import install as install_cancellation
+from apps.agents.providers import reset_http_clients
+from config.logging import JsonFormatter
 from workers.broker import patch_redis_channel
+from workers.pool import get_pool, prewarm, reset_pool
 from workers.priority import lower_own_group, share_priority
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
@@ -21,8 +28,6 @@ patch_redis_channel()
 def configure_agno_logging() -> None:
     """agno's loggers print to stdout and reset their level on every run; route
     them through a logger of ours that the settings' LOGGING controls."""
-    from agno.utils.log import configure_agno_logging as configure
-
     ours = logging.getLogger("opie.agno")
     configure(custom_default_logger=ours, custom_agent_logger=ours, custom_team_logger=ours,
               custom_workflow_logger=ours)
@@ -32,11 +37,6 @@ logger = logging.getLogger(__name__)
 
 
 def _prewarm() -> None:
-    from django.conf import settings
-    from django.db import connection
-
-    from workers.pool import get_pool, prewarm
-
     try:
         built = prewarm(get_pool(), settings.AGENTOS_POOL_PREWARM)
         logger.info("pool prewarmed with %d agents", built)
@@ -48,8 +48,6 @@ def _prewarm() -> None:
 
 def _say_as_json(msg: str, f: Any = sys.__stderr__) -> None:
     """Celery's shutdown notices, written from signal handlers outside logging, as JSON lines."""
-    from config.logging import JsonFormatter
-
     record = logging.LogRecord("celery.apps.worker", logging.INFO, __file__, 0, msg.strip(), None, None)
     try:
         os.write(f.fileno(), (JsonFormatter().format(record) + "\n").encode())
@@ -61,9 +59,6 @@ def _say_as_json(msg: str, f: Any = sys.__stderr__) -> None:
 def _json_only_output(sender: Any = None, instance: Any = None, **_: Any) -> None:
     """With LOG_FORMAT=json every line a worker writes is JSON: its start-up banner and
     shutdown notices (printed straight to the terminal) become JSON lines as well."""
-    from celery.apps import worker as celery_worker
-    from django.conf import settings
-
     if settings.LOG_FORMAT != "json" or instance is None:
         return
     celery_worker.safe_say = _say_as_json
@@ -75,9 +70,6 @@ def _json_only_output(sender: Any = None, instance: Any = None, **_: Any) -> Non
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     """Prefork child: nothing built in the parent may cross the fork."""
-    from apps.agents.providers import reset_http_clients
-    from workers.pool import reset_pool
-
     reset_pool()
     reset_http_clients()
     _prewarm()
@@ -97,8 +89,6 @@ def _drop_broken_connections(**_: Any) -> None:
     scenario 3). After a task whose queries failed, close this thread's connection
     unless it still works, as Django does at the end of a request; the next task
     connects again. Costs nothing on the happy path (no round trip)."""
-    from django.db import DatabaseError, connections
-
     for conn in connections.all(initialized_only=True):
         if conn.errors_occurred and conn.connection is not None and not conn.in_atomic_block:
             try:

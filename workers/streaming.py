@@ -16,6 +16,9 @@ import time
 from contextlib import closing
 from typing import Any
 
+from agno.run.agent import RunContentEvent, RunErrorEvent, RunOutput
+from agno.run.base import RunStatus
+
 from apps.events.pubsub import publish_content
 
 # the longest wait between two publishes of a run nobody was listening to
@@ -72,9 +75,6 @@ def run_streamed(runner: Any, message: Any, *, relay: ContentRelay, **run_kwargs
     agno's streamed run yields the RunOutput last (`yield_run_output`), except
     when the run errored: then it ends with a RunErrorEvent, which becomes an
     error RunOutput here, so the caller reads `status` as before."""
-    from agno.run.agent import RunContentEvent, RunErrorEvent, RunOutput
-    from agno.run.base import RunStatus
-
     output: Any = None
     error: Any = None
     with closing(runner.run(message, stream=True, yield_run_output=True, **run_kwargs)) as events:

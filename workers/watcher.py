@@ -22,6 +22,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
+from agno.run.cancel import cancel_run, cleanup_run
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connection, connections
 
@@ -52,8 +53,6 @@ class RunWatcher:
         try:
             yield
         finally:
-            from agno.run.cancel import cleanup_run
-
             with self._lock:
                 self._runs.pop(job.pk, None)
             # a cancel that raced the run's end must not stay in agno's registry
@@ -63,8 +62,6 @@ class RunWatcher:
         return max(0.2, min(1.0, settings.AGENTOS_LEASE_SECONDS / 3))
 
     def _loop(self) -> None:
-        from agno.run.cancel import cancel_run
-
         own_connection()
         try:
             while True:

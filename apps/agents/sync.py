@@ -21,16 +21,18 @@ from typing import Any, Callable, Iterable, Iterator
 
 import httpx
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from apps.agents.broadcast import pool_invalidate_on_commit
+from apps.agents.builder import build_parts, config_dict
 from apps.agents.models import Agent
 from apps.agents.providers import validate_model_spec
 from apps.agents.tools import validate_tool_names
 from apps.cache import agent_key, invalidate_on_commit
 from apps.common import DomainError
+from apps.knowledge.selectors import agent_knowledge_problems
 
 logger = logging.getLogger(__name__)
 PROBE_TIMEOUT = 3.0
@@ -52,9 +54,7 @@ class SyncResult:
 
 def effective_config_hash(agent: Agent) -> str:
     """The hash of the agent's resolved configuration: its definition plus the settings that shape it."""
-    from apps.opie.agentos.config import agent_os_config
-
-    definition = agent_os_config.config_dict(agent)
+    definition = config_dict(agent)
     return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
 
 
@@ -89,13 +89,11 @@ def check_provider(agent: Agent) -> None:
 
 def _check(agent: Agent) -> str:
     """The reason the agent cannot run, or '' when it can."""
-    from apps.opie.agentos.config import agent_os_config
-
     try:
         validate_model_spec(agent.model_provider, agent.model_id, agent.model_options or {})
         validate_tool_names(agent.tools or [])
         check_provider(agent)
-        agent_os_config.build_parts(agent)
+        build_parts(agent)
     except DomainError as exc:
         return f"{exc.code}: {exc.message}"
     except Exception as exc:  # a provider class refusing its configuration
@@ -105,8 +103,6 @@ def _check(agent: Agent) -> str:
 
 def _knowledge_check(agent: Agent) -> str:
     """Why the agent's knowledge is not current, or '' when it is."""
-    from apps.knowledge.selectors import agent_knowledge_problems
-
     problems = agent_knowledge_problems(agent=agent)
     return f"knowledge_stale: {'; '.join(problems)}" if problems else ""
 
@@ -180,8 +176,6 @@ class SyncBusy(DomainError):
 def sync_lock() -> Iterator[None]:
     """Only one sync at a time, even with two beat processes started by mistake.
     A session-level advisory lock: released at the end, or when its connection dies."""
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s)", [_LOCK_KEY])
         if not cursor.fetchone()[0]:

@@ -1,20 +1,25 @@
 """Hand jobs to the broker. A failed publish is logged, not raised: the row is
-committed and the sweeper re-sends it, so an accepted job is never lost."""
+committed and the sweeper re-sends it, so an accepted job is never lost.
+
+Sent by task name through Celery's current app (celery_app, which `config` loads):
+this app never imports the workers or the Celery app itself."""
 from __future__ import annotations
 
 import logging
 
+from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
+from apps import task_routes
 from apps.jobs.models import Job
 
 logger = logging.getLogger(__name__)
 
 TASKS = {
-    Job.Kind.MESSAGE: ("workers.tasks.run_message_task", "agents"),
-    Job.Kind.SYNC: ("workers.tasks.run_sync_task", "sync"),
-    Job.Kind.INGEST: ("workers.tasks.run_ingest_task", "knowledge"),
+    Job.Kind.MESSAGE: task_routes.RUN_MESSAGE,
+    Job.Kind.SYNC: task_routes.RUN_SYNC,
+    Job.Kind.INGEST: task_routes.RUN_INGEST,
 }
 
 
@@ -24,12 +29,10 @@ def job_dispatch(*, job_id: int, kind: str, marked: bool = False) -> bool:
     `marked`: the job's row already says it was enqueued (a new message job is
     written with `enqueued_at` set, saving a second write on the request path);
     then only a failed publish touches the row, clearing it."""
-    from celery_app import app
-
-    task, queue = TASKS[Job.Kind(kind)]
+    task = TASKS[Job.Kind(kind)]
     try:
-        app.send_task(task, args=[job_id], queue=queue, retry=True,
-                      retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2})
+        current_app.send_task(task.name, args=[job_id], queue=task.queue, retry=True,
+                              retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2})
     except Exception:  # the broker is down or unreachable: the sweeper will re-send
         logger.warning("job %s: publish failed; the sweeper will re-send it", job_id, exc_info=True)
         if marked:

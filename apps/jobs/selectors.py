@@ -4,7 +4,9 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from apps.agents.models import Agent
 from apps.chat.models import ChatSession
@@ -52,9 +54,6 @@ def agent_metrics(*, agent_pks: list[int], viewer: AbstractBaseUser, days: int =
     """Message-job figures per agent from the job table: count, success rate,
     p50/p95 run time, tokens, last use and jobs per day for the last `days`.
     An agent's owner sees every user's jobs on it; anyone else only their own."""
-    from django.db import connection
-    from django.utils import timezone
-
     if not agent_pks:
         return {}
     since = timezone.now() - timedelta(days=days - 1)

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.agents.models import Agent
+from apps.agents.sync import agents_for_sync
 from apps.chat.models import ChatMessage, ChatSession
 from apps.chat.services import session_changed, session_create
 from apps.common import DomainError, insert_new, public_id
@@ -21,6 +22,7 @@ from apps.events.services import job_created
 from apps.jobs.dispatch import job_dispatch_on_commit
 from apps.jobs.lifecycle import job_ended_effects
 from apps.jobs.models import Job
+from apps.webhooks.services import callback_url_validate
 
 MULTITASK = ("enqueue", "reject", "interrupt")
 
@@ -76,8 +78,6 @@ def message_send(*, user: AbstractBaseUser, agent: Agent, message: str, session:
     `multitask` says what to do when the session is busy with an earlier message:
     `enqueue` it behind that one, `reject` it (409 session_busy), or `interrupt`
     (cancel the earlier ones, then run this)."""
-    from apps.webhooks.services import callback_url_validate
-
     _validate_message(message)
     if multitask not in MULTITASK:
         raise DomainError("invalid_multitask", f"multitask must be one of {', '.join(MULTITASK)}.")
@@ -138,9 +138,6 @@ def job_cancel_request(*, job: Job) -> Job:
 def sync_job_create(*, user: AbstractBaseUser, agent_id: str | None = None, user_id: int | None = None,
                     dry_run: bool = False, callback_url: str = "") -> Job:
     """Queue an agent sync (queue `sync`); it is a job like any other: poll, wait, events, webhook."""
-    from apps.agents.sync import agents_for_sync
-    from apps.webhooks.services import callback_url_validate
-
     agents_for_sync(user_id=user_id, agent_id=agent_id)  # refuse an unknown agent now, not in the worker
     if callback_url:
         callback_url_validate(url=callback_url)

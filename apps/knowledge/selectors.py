@@ -16,6 +16,7 @@ from django.db.models import Count, Q, QuerySet
 from pgvector.django import CosineDistance
 
 from apps.common import NotFound
+from apps.knowledge.embeddings import embed
 from apps.knowledge.models import Chunk, Document, KnowledgeBase
 
 
@@ -52,8 +53,6 @@ def _ef_search(limit: int) -> int:
 
 def chunks_search(*, kb_ids: list[int], query: str, limit: int = 5) -> list[dict[str, Any]]:
     """The `limit` chunks nearest to `query` (cosine, through the HNSW index)."""
-    from apps.knowledge.embeddings import embed
-
     if not kb_ids or not query.strip():
         return []
     vector = embed([query])[0]

@@ -11,9 +11,14 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from apps.agents.models import Agent
+from apps.agents.services import agent_create
+from apps.cache import agent_key, invalidate_on_commit
 from apps.common import DomainError
+from apps.jobs.models import Job
+from apps.jobs.services import job_create
 from apps.knowledge.models import Document, KnowledgeBase
 from apps.knowledge.parsing import UnreadableDocument, file_type
+from apps.webhooks.services import callback_url_validate
 
 VAULT_NAME = "My vault"
 
@@ -85,10 +90,6 @@ def document_upload(*, user: AbstractBaseUser, kb: KnowledgeBase, name: str, dat
     """Store the file and queue its ingestion (queue `knowledge`). The same bytes
     uploaded again to the same knowledge base return the existing document
     (`created` False): no second copy, no duplicate chunks."""
-    from apps.jobs.models import Job
-    from apps.jobs.services import job_create
-    from apps.webhooks.services import callback_url_validate
-
     if kb.owner_id != user.pk:
         raise DomainError("not_owner", "Only the owner can add documents to this knowledge base.", status=403)
     name = (name or "").strip()[:255]
@@ -132,8 +133,6 @@ def document_delete(*, document: Document) -> None:
 
 def _new_versions(agents: Any) -> None:
     """These agents changed: a new version (warm pools drop them) and no stale cached snapshot."""
-    from apps.cache import agent_key, invalidate_on_commit
-
     invalidate_on_commit([agent_key(public) for public in agents.values_list("public_id", flat=True)])
     agents.update(version=F("version") + 1)
 
@@ -159,8 +158,6 @@ def kb_detach(*, kb: KnowledgeBase, agent: Agent) -> None:
 def vault_agent_ensure(*, user: AbstractBaseUser) -> Agent | None:
     """With AGENTOS_INCLUDE_VAULT_AGENTS, every user has a "My vault" agent that
     answers from their own vault (made on first listing). Off, there is none to see."""
-    from apps.agents.services import agent_create
-
     if not settings.AGENTOS_INCLUDE_VAULT_AGENTS:
         return None
     existing = Agent.objects.filter(owner=user, is_vault=True).first()

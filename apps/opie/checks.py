@@ -5,9 +5,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import redis
 from django.conf import settings
+from django.db import connection
 
-QUEUES = ("agents", "sync", "knowledge", "webhooks")
+from apps.task_routes import QUEUES
+from celery_app import app
 
 
 @dataclass
@@ -29,8 +32,6 @@ def timed(name: str, probe: Callable[[], str]) -> Check:
 
 
 def database() -> str:
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT version()")
         version = cursor.fetchone()[0].split(" on ")[0]
@@ -40,8 +41,6 @@ def database() -> str:
 
 
 def broker() -> str:
-    import redis
-
     client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     client.ping()
     return "redis answers PING"
@@ -49,8 +48,6 @@ def broker() -> str:
 
 def workers_by_queue(timeout: float = 1.0) -> dict[str, list[str]]:
     """Which live workers consume each queue."""
-    from celery_app import app
-
     replies = app.control.inspect(timeout=timeout).active_queues() or {}
     consumers: dict[str, list[str]] = {}
     for worker, queues in replies.items():

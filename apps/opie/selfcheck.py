@@ -10,13 +10,26 @@ from __future__ import annotations
 
 import os
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from pgvector.django import CosineDistance
 
 from apps.agents.models import Agent
+from apps.agents.providers import validate_model_spec
 from apps.agents.selectors import agent_list_visible
+from apps.agents.tools import validate_tool_names
+from apps.chat.models import ChatSession
+from apps.chat.services import session_delete
 from apps.common import DomainError
+from apps.events.waiting import job_wait
+from apps.jobs.models import Job
+from apps.jobs.services import message_send
+from apps.knowledge.embeddings import embed, model_path
+from apps.knowledge.models import EMBEDDING_DIMENSIONS, Chunk
+from apps.knowledge.selectors import agent_knowledge_ids, chunks_search
+from apps.opie.agentos.config import agent_os_config
 
 QUESTION = "agentos_test: please reply"
 PROBE_SENTENCE = "agentos_test checks that the knowledge base answers."
@@ -60,15 +73,6 @@ def agent_ask(*, agent: Agent, user: AbstractBaseUser, timeout: float, worker_re
     building alone would silently drop an unknown tool), then ask it through the queue
     and check the reply. Without a worker on `agents` the question is not sent: it could
     only time out."""
-    from apps.agents.providers import validate_model_spec
-    from apps.agents.tools import validate_tool_names
-    from asgiref.sync import async_to_sync
-
-    from apps.events.waiting import job_wait
-    from apps.jobs.models import Job
-    from apps.jobs.services import message_send
-    from apps.opie.agentos.config import agent_os_config
-
     try:
         validate_model_spec(agent.model_provider, agent.model_id, agent.model_options or {})
         validate_tool_names(agent.tools or [])
@@ -97,9 +101,6 @@ def agent_ask(*, agent: Agent, user: AbstractBaseUser, timeout: float, worker_re
 def selfcheck_session_discard(*, session_id: int | None) -> None:
     """Delete the session a probe made. An unfinished job goes with it: its worker's
     fenced final write then matches no row and writes nothing."""
-    from apps.chat.models import ChatSession
-    from apps.chat.services import session_delete
-
     session = ChatSession.objects.filter(pk=session_id).first()
     if session is not None:
         session_delete(session=session)
@@ -107,9 +108,6 @@ def selfcheck_session_discard(*, session_id: int | None) -> None:
 
 def embedding_model() -> str:
     """The configured embedder loads and turns a sentence into a vector of the column's size."""
-    from apps.knowledge.embeddings import embed, model_path
-    from apps.knowledge.models import EMBEDDING_DIMENSIONS
-
     vector = embed([PROBE_SENTENCE])[0]
     if len(vector) != EMBEDDING_DIMENSIONS:
         raise RuntimeError(f"{model_path()} made a {len(vector)}-dimensional vector, not {EMBEDDING_DIMENSIONS}")
@@ -121,12 +119,6 @@ def knowledge_search(*, agents: list[Agent]) -> str:
     """A vector search over the knowledge bases the selected agents retrieve from, the
     one their runs make; with none attached, the same nearest-neighbour query over the
     chunk table (nothing of its content is shown)."""
-    from pgvector.django import CosineDistance
-
-    from apps.knowledge.embeddings import embed
-    from apps.knowledge.models import Chunk
-    from apps.knowledge.selectors import agent_knowledge_ids, chunks_search
-
     kb_ids = sorted({pk for agent in agents for pk in agent_knowledge_ids(agent=agent)})
     if not kb_ids:
         vector = embed([PROBE_SENTENCE])[0]

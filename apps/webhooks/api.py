@@ -6,6 +6,7 @@ from typing import Any, Optional
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from ninja import Field, Router, Schema
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from apps.agents.selectors import agent_get_visible
 from apps.api.schemas import ErrorOut, JobAccepted
@@ -144,8 +145,6 @@ def hooks_receive(request: HttpRequest, hook_id: str) -> Any:
     """An external system sends a message to the hook's agent, signed with the
     hook's secret (Standard Webhooks); no token, no CSRF. Stale timestamps
     (over 5 min) and replayed webhook-ids are refused."""
-    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-
     hook = InboundHook.objects.select_related("owner", "agent").filter(public_id=hook_id, enabled=True).first()
     if hook is None:
         raise NotFound("hook")

@@ -25,8 +25,10 @@ import httpx
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
+from standardwebhooks.webhooks import Webhook
 
 from apps.common import DomainError, insert_new
+from apps.jobs.presenters import job_to_dict
 from apps.webhooks.client import webhook_http_client
 from apps.webhooks.dispatch import webhook_dispatch
 from apps.webhooks.models import WebhookDelivery, WebhookSecret, new_secret
@@ -62,8 +64,6 @@ def callback_url_validate(*, url: str) -> None:
 
 
 def _event(job: Any) -> dict[str, Any]:
-    from apps.jobs.presenters import job_to_dict
-
     return {"type": f"job.{job.status}", "timestamp": timezone.now().isoformat(), "data": job_to_dict(job)}
 
 
@@ -73,7 +73,7 @@ def webhook_outbox_for_job(*, job: Any) -> None:
         return
     delivery = insert_new(WebhookDelivery(job=job, owner_id=job.owner_id, event_type=f"job.{job.status}",
                                           url=job.callback_url, payload=_event(job), next_attempt_at=timezone.now()))
-    transaction.on_commit(lambda: webhook_dispatch(delivery_id=delivery.pk))
+    transaction.on_commit(lambda: webhook_dispatch(delivery_id=delivery.pk, deliver=webhook_deliver))
 
 
 def webhook_secret_get_or_create(*, user: AbstractBaseUser) -> str:
@@ -90,8 +90,6 @@ def webhook_secret_rotate(*, user: AbstractBaseUser) -> str:
 
 
 def signed_headers(*, secret: str, webhook_id: str, body: str, at: datetime | None = None) -> dict[str, str]:
-    from standardwebhooks.webhooks import Webhook
-
     at = at or datetime.now(tz=dt_timezone.utc)
     return {"webhook-id": webhook_id, "webhook-timestamp": str(int(at.timestamp())),
             "webhook-signature": Webhook(secret).sign(webhook_id, at, body)}
@@ -241,5 +239,5 @@ def webhook_redeliver(*, job: Any) -> WebhookDelivery:
             job=job, owner_id=job.owner_id, event_type=f"job.{job.status}", url=job.callback_url,
             payload=original.payload if original else _event(job), next_attempt_at=timezone.now(),
             **({"webhook_id": original.webhook_id} if original else {}))
-        transaction.on_commit(lambda: webhook_dispatch(delivery_id=delivery.pk))
+        transaction.on_commit(lambda: webhook_dispatch(delivery_id=delivery.pk, deliver=webhook_deliver))
     return delivery

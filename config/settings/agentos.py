@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from apps import task_routes
 from config.env import env_bool, env_float, env_int, env_list, env_str
 
 AGENTOS_ENABLED = env_bool("AGENTOS_ENABLED", True)
@@ -66,7 +67,7 @@ AGENTOS_WEBHOOK_THREADS = env_int("AGENTOS_WEBHOOK_THREADS", 16)
 
 # Queues /readyz requires a live worker on: all four, as the Procfile and Compose run a
 # worker for each (uploads would wait forever with no `knowledge` worker).
-AGENTOS_READY_QUEUES = env_list("AGENTOS_READY_QUEUES", ["agents", "sync", "knowledge", "webhooks"])
+AGENTOS_READY_QUEUES = env_list("AGENTOS_READY_QUEUES", list(task_routes.QUEUES))
 
 # Provider credentials come from the environment, never from the database.
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")

@@ -6,6 +6,7 @@ message or worker was lost (see workers/sweeper.py).
 """
 from __future__ import annotations
 
+from apps import task_routes  # a module, not its upper-case names: those would become settings
 from config.env import env_bool, env_int, env_str
 from config.settings.services import CELERY_BROKER_URL, DB_POOL_SIZE
 
@@ -65,20 +66,20 @@ FLOWER_PORT = env_int("FLOWER_PORT", 5555)
 CELERY_BEAT_SCHEDULER = "workers.beat:OpieDatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "opie-sweep-jobs": {
-        "task": "workers.tasks.sweep_jobs_task",
+        "task": task_routes.SWEEP_JOBS.name,
         "schedule": float(env_int("AGENTOS_SWEEP_INTERVAL", 30)),
-        "options": {"queue": "sync", "expires": 25},
+        "options": {"queue": task_routes.SWEEP_JOBS.queue, "expires": 25},
     },
     # the default schedule; beat (workers/beat.py) creates it in the database when it is
     # missing and never overwrites it, so a change in the Django admin (Periodic tasks) stays
     "opie-agent-sync": {
-        "task": "workers.tasks.periodic_sync_task",
+        "task": task_routes.PERIODIC_SYNC.name,
         "schedule": float(env_int("AGENTOS_SYNC_INTERVAL", 3600)),
-        "options": {"queue": "sync", "expires": 600},
+        "options": {"queue": task_routes.PERIODIC_SYNC.queue, "expires": 600},
     },
     "opie-dispatch-webhooks": {
-        "task": "workers.webhook_tasks.dispatch_due_webhooks_task",
+        "task": task_routes.DISPATCH_DUE_WEBHOOKS.name,
         "schedule": float(env_int("AGENTOS_WEBHOOK_DISPATCH_INTERVAL", 5)),
-        "options": {"queue": "webhooks", "expires": 5},
+        "options": {"queue": task_routes.DISPATCH_DUE_WEBHOOKS.queue, "expires": 5},
     },
 }

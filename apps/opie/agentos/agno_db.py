@@ -27,10 +27,17 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, ParamSpec, TypeVar
 
+from agno.db.base import AsyncBaseDb, SessionType
+from agno.run.base import RunStatus
+from agno.session.agent import AgentSession
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, transaction
 
-from agno.db.base import AsyncBaseDb, SessionType
+from apps.agents.selectors import agent_get_visible
+from apps.chat.models import ChatSession
+from apps.chat.selectors import session_messages
+from apps.chat.services import session_changed, session_create
+from apps.jobs.services import message_record
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +110,6 @@ class DjangoSessionDb(AsyncBaseDb):
         data = await in_db_thread(self._session_dict)(session_id, runs_limit)
         if data is None or not deserialize:
             return data
-        from agno.session.agent import AgentSession
-
         return AgentSession.from_dict(data)
 
     async def get_sessions(self, session_type: SessionType | None = None, user_id: str | None = None,
@@ -117,8 +122,6 @@ class DjangoSessionDb(AsyncBaseDb):
                                                          include_runs)
         if not deserialize:
             return rows, total
-        from agno.session.agent import AgentSession
-
         return [AgentSession.from_dict(row) for row in rows]
 
     async def upsert_session(self, session: Any, deserialize: bool | None = True) -> Any:
@@ -153,13 +156,9 @@ class DjangoSessionDb(AsyncBaseDb):
         return user
 
     def _owned(self) -> Any:
-        from apps.chat.models import ChatSession
-
         return ChatSession.objects.select_related("agent").filter(owner=self._user())
 
     def _runs(self, session: Any, limit: int | None) -> list[dict[str, Any]]:
-        from apps.chat.selectors import session_messages
-
         runs: dict[int, dict[str, Any]] = {}
         for message in session_messages(session=session):
             job = message.job
@@ -209,10 +208,6 @@ class DjangoSessionDb(AsyncBaseDb):
     def _upsert_session(self, session: Any) -> None:
         """A new AgentOS session becomes a ChatSession of the user; an existing one
         keeps its owner and agent (only the name can change)."""
-        from apps.agents.selectors import agent_get_visible
-        from apps.chat.models import ChatSession
-        from apps.chat.services import session_changed, session_create
-
         user = self._user()
         name = ((session.session_data or {}).get("session_name") or "")[:200]
         existing = ChatSession.objects.filter(public_id=session.session_id).first()
@@ -226,9 +221,6 @@ class DjangoSessionDb(AsyncBaseDb):
         session_create(user=user, agent=agent, title=name, session_id=session.session_id)
 
     def _rename(self, session_id: str, name: str) -> bool:
-        from apps.chat.models import ChatSession
-        from apps.chat.services import session_changed
-
         with transaction.atomic():
             renamed = ChatSession.objects.filter(owner=self._user(), public_id=session_id).update(title=name[:200])
             session_changed(session_id=session_id)
@@ -236,8 +228,6 @@ class DjangoSessionDb(AsyncBaseDb):
 
     def _delete(self, session_ids: list[str]) -> int:
         """The number of sessions deleted (their messages and jobs go with them)."""
-        from apps.chat.services import session_changed
-
         with transaction.atomic():
             sessions = self._owned().filter(public_id__in=session_ids)
             deleted = list(sessions.values_list("public_id", flat=True))
@@ -248,10 +238,6 @@ class DjangoSessionDb(AsyncBaseDb):
 
     def _record_run(self, run: Any, session_id: str) -> None:
         """Only finished runs are recorded; agno saves a run again as it goes."""
-        from agno.run.base import RunStatus
-
-        from apps.jobs.services import message_record
-
         if run.status not in (RunStatus.completed, RunStatus.error):
             return
         session = self._owned().filter(public_id=session_id).first()

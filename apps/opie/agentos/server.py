@@ -18,9 +18,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
+
+from agno.os import AgentOS
+from django.contrib.auth import get_user_model
+
+from apps.accounts.services import api_token_authenticate
+from apps.agents.builder import agent_from_parts, build_parts
+from apps.agents.models import Agent
+from apps.agents.selectors import agent_list_visible
+from apps.opie.agentos.agno_db import DjangoSessionDb, current_user, in_db_thread
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +44,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def _authenticate(header: str) -> Any:
-    from apps.accounts.services import api_token_authenticate
-
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw:
         return None
@@ -44,8 +52,6 @@ def _authenticate(header: str) -> Any:
 
 
 def _visible_agent_ids(user: Any) -> set[str]:
-    from apps.agents.selectors import agent_list_visible
-
     return set(agent_list_visible(user=user).values_list("public_id", flat=True))
 
 
@@ -64,8 +70,6 @@ class TokenAuthMiddleware:
         self.served = served
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from apps.opie.agentos.agno_db import current_user, in_db_thread
-
         if scope["type"] not in ("http", "websocket") or scope["path"] in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
@@ -122,37 +126,25 @@ def _filtering(send: Send, visible: set[str], key: str | None) -> Send:
     return wrapped
 
 
-def _build_agent_os(user_id: int | None) -> tuple[Any, set[str]]:
-    from agno.os import AgentOS
-    from django.contrib.auth import get_user_model
-
-    from apps.agents.models import Agent
-    from apps.agents.selectors import agent_list_visible
-    from apps.opie.agentos.agno_db import DjangoSessionDb
-    from apps.opie.agentos.config import agent_os_config
-
+def build_agent_os(user_id: int | None) -> tuple[Any, set[str]]:
     db = DjangoSessionDb()
     if user_id is not None:
         agents = agent_list_visible(user=get_user_model().objects.get(pk=user_id))
     else:
         agents = Agent.objects.filter(enabled=True)
-    built = [agent_os_config.agent_from_parts(agent_os_config.build_parts(a, pooled=False), db=db) for a in agents]
+    built = [agent_from_parts(build_parts(a, pooled=False), db=db) for a in agents]
     agent_os = AgentOS(id="opie", name="Opie AgentOS", description="Opie's Django agents", agents=built, db=db,
                        telemetry=False, auto_provision_dbs=False)
     return agent_os, {a.id for a in built}
 
 
 def create_app(user_id: int | None = None) -> Any:
-    """The ASGI app `agentos_start` serves. Reads the database in a thread, so it
-    also works when uvicorn calls it inside its event loop (`--reload`)."""
-    import os
-
-    import django
-
+    """The ASGI app `agentos_start` serves (with `--reload`, through apps.opie.agentos.asgi,
+    which sets Django up first). Reads the database in a thread, so it also works when
+    uvicorn calls it inside its event loop."""
     if user_id is None and os.environ.get("OPIE_AGENTOS_USER_ID"):
         user_id = int(os.environ["OPIE_AGENTOS_USER_ID"])
-    django.setup()
     with ThreadPoolExecutor(1) as pool:
-        agent_os, served = pool.submit(_build_agent_os, user_id).result()
+        agent_os, served = pool.submit(build_agent_os, user_id).result()
     logger.info("AgentOS serving %d agent(s)", len(served))
     return TokenAuthMiddleware(agent_os.get_app(), served)

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q, QuerySet
 
+from apps import task_routes
 from apps.agents.broadcast import pool_stats
 from apps.agents.presenters import agent_to_dict, agent_view
 from apps.agents.selectors import (agent_get_owned, agent_get_visible, agent_ids_visible, agent_snapshot_get_visible,
@@ -25,9 +26,10 @@ from apps.common import DomainError, NotFound
 from apps.jobs.presenters import job_to_dict
 from apps.jobs.selectors import job_get_owned, job_list
 from apps.jobs.services import job_cancel_request, message_send, sync_job_create
+from apps.knowledge.services import vault_agent_ensure
 
 OPIE_VERSION = "0.1.0"
-QUEUES = ["agents", "sync", "knowledge", "webhooks"]
+QUEUES = list(task_routes.QUEUES)
 
 
 def _encode_cursor(created_at: datetime, pk: int) -> str:
@@ -70,8 +72,6 @@ class AgentOSService:
     # agents
     # agent and session reads go through the cache (apps.cache); writes invalidate it
     def get_available_agents(self) -> list[dict[str, Any]]:
-        from apps.knowledge.services import vault_agent_ensure
-
         vault_agent_ensure(user=self.user)
         return [agent_view(snapshot, viewer=self.user) for snapshot in agent_snapshots_visible(user=self.user)]
 

@@ -30,6 +30,7 @@ from apps.knowledge.models import Document
 from apps.knowledge.selectors import document_get, kb_list_visible
 from apps.knowledge.services import document_upload, kb_attach, kb_detach, vault_for
 from apps.opie.agentos.service import AgentOSService
+from apps.opie.checks import workers_by_queue
 from apps.webhooks.models import WebhookDelivery
 from apps.webhooks.services import webhook_secret_get_or_create, webhook_secret_rotate
 
@@ -98,8 +99,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 def _workers_online() -> list[str]:
-    from apps.opie.checks import workers_by_queue
-
     try:
         return sorted({w for workers in workers_by_queue(timeout=1.0).values() for w in workers})
     except Exception:  # the broker is down: the dashboard still renders

@@ -11,9 +11,12 @@ import ipaddress
 import os
 from typing import Any
 
+import uvicorn
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from apps.opie.agentos.server import create_app
 
 
 def _is_loopback(host: str) -> bool:
@@ -37,8 +40,6 @@ class Command(BaseCommand):
                             help="restart on code changes, for development (default AGENTOS_AUTO_RELOAD)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        import uvicorn
-
         if not settings.AGENTOS_ENABLED:
             raise CommandError("AgentOS is disabled (AGENTOS_ENABLED=False); nothing to serve.")
         host = options["host"] or settings.AGENTOS_DEFAULT_HOST
@@ -58,9 +59,7 @@ class Command(BaseCommand):
         self.stdout.flush()
         log_level = "debug" if settings.AGENTOS_DEBUG else "info"
         if reload:
-            uvicorn.run("apps.opie.agentos.server:create_app", factory=True, host=host, port=port, reload=True,
+            uvicorn.run("apps.opie.agentos.asgi:create_app", factory=True, host=host, port=port, reload=True,
                         reload_dirs=[str(settings.BASE_DIR / "apps")], log_level=log_level)
             return
-        from apps.opie.agentos.server import create_app
-
         uvicorn.run(create_app(user_id), host=host, port=port, log_level=log_level, access_log=settings.AGENTOS_DEBUG)

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from apps.agents.sync import SyncBusy, agents_for_sync, agents_sync, sync_lock, sync_summary
+from apps.agents.sync import SyncBusy, SyncResult, agents_for_sync, agents_sync, sync_lock, sync_summary
 from apps.common import DomainError
 from apps.events.services import job_events_since
 from apps.jobs.models import Job
@@ -96,6 +96,4 @@ class Command(BaseCommand):
 
 
 def sync_summary_from_dicts(results: list[dict[str, Any]]) -> dict[str, int]:
-    from apps.agents.sync import SyncResult
-
     return sync_summary([SyncResult(**r) for r in results])

@@ -17,6 +17,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from flower.views.monitor import Metrics
+from tornado.web import authenticated
+
+from celery_app import app
+from workers.priority import lower_own_group
 
 
 def basic_auth_credentials(raw: str) -> list[str]:
@@ -35,9 +40,6 @@ def basic_auth_credentials(raw: str) -> list[str]:
 
 def metrics_behind_auth() -> None:
     """Flower 2 serves /metrics without asking for credentials; make it ask like every other page."""
-    from flower.views.monitor import Metrics
-    from tornado.web import authenticated
-
     if not hasattr(Metrics.get, "__wrapped__"):
         Metrics.get = authenticated(Metrics.get)
 
@@ -54,10 +56,6 @@ class Command(BaseCommand):
     def handle(self, *args: Any, address: str, port: int, **_: Any) -> None:
         os.environ["FLOWER_BASIC_AUTH"] = ",".join(basic_auth_credentials(settings.FLOWER_BASIC_AUTH))
         metrics_behind_auth()
-
-        from celery_app import app
-        from workers.priority import lower_own_group
-
         lower_own_group()  # started niced (the Procfile): monitoring yields the CPU to the web
         code = app.start(["flower", f"--address={address}", f"--port={port}"])
         if code:
