@@ -123,7 +123,8 @@ def _served_whole(response: HttpResponse) -> HttpResponse:
     Django would otherwise hop to a thread for every block of the file's iterator
     (and warn that it does). The files WhiteNoise serves are the app's own assets."""
     if response.streaming and not response.is_async:  # type: ignore[attr-defined]
-        body = b"".join(response.streaming_content)  # type: ignore[attr-defined]  (the file closes with the response)
+        # the file itself closes with the response
+        body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
 
         async def whole() -> AsyncIterator[bytes]:
             yield body
