@@ -14,7 +14,7 @@ from apps.agents.selectors import agent_get_owned
 from apps.api.idempotency import idempotent
 from apps.api.ratelimit import check_job_rate
 from apps.api.schemas import ErrorOut, omittable
-from apps.common import DomainError
+from apps.common import DomainError, agentos_enabled_check
 from apps.knowledge import services
 from apps.knowledge.models import KnowledgeBase
 from apps.knowledge.presenters import document_to_dict, kb_to_dict
@@ -99,14 +99,8 @@ class AttachIn(Schema):
     agent_id: str = Field(..., max_length=40)
 
 
-def _enabled() -> None:
-    if not settings.AGENTOS_ENABLED:
-        raise DomainError("agentos_disabled", "The AgentOS integration is turned off (AGENTOS_ENABLED=False).",
-                          status=503)
-
-
 def _visible(request: HttpRequest, kb_id: str) -> KnowledgeBase:
-    _enabled()
+    agentos_enabled_check()
     if kb_id == "vault":
         return services.vault_for(user=request.auth)  # type: ignore[attr-defined]
     return kb_get_visible(user=request.auth, kb_id=kb_id)  # type: ignore[attr-defined]
@@ -121,14 +115,14 @@ def _owned(request: HttpRequest, kb_id: str) -> KnowledgeBase:
 
 @router.get("knowledge/", response={200: KnowledgeBaseList, **ERRORS})
 def kb_list(request: HttpRequest) -> Any:
-    _enabled()
+    agentos_enabled_check()
     rows = kb_list_visible(user=request.auth).select_related("owner").prefetch_related("shared_with", "agents")
     return {"knowledge_bases": [kb_to_dict(kb, viewer=request.auth) for kb in rows]}
 
 
 @router.post("knowledge/", response={201: KnowledgeBaseOut, **ERRORS})
 def kb_create(request: HttpRequest, payload: KnowledgeBaseIn) -> Any:
-    _enabled()
+    agentos_enabled_check()
     return idempotent(request, lambda: (201, kb_to_dict(services.kb_create(user=request.auth, **payload.dict()),
                                                         viewer=request.auth)))
 
