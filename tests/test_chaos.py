@@ -307,8 +307,8 @@ def test_3_postgres_stopped_under_load(stack, http, user):
            counts, recovery)
 
 
-def test_4_webhook_receiver_down_then_back(stack, http, user, monkeypatch):
-    monkeypatch.setenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", "1")
+def test_4_webhook_receiver_down_then_back(stack, http, user, settings):
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = True
     down_for = scaled(6, 120)
     jobs = scaled(20, 100)
     agent = make_agent(user)

@@ -23,10 +23,10 @@ from workers.execution import execute_message_job
 
 
 @pytest.fixture
-def dev(monkeypatch):
+def dev(settings):
     """Local development mode: callbacks may reach 127.0.0.1; a fast retry schedule."""
-    monkeypatch.setenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", "1")
-    monkeypatch.setenv("AGENTOS_WEBHOOK_RETRY_SCHEDULE", "0,0.05,0.05,0.05")
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = True
+    settings.AGENTOS_WEBHOOK_RETRY_SCHEDULE = [0.0, 0.05, 0.05, 0.05]
 
 
 def finished_job(user, agent, url):
@@ -130,9 +130,9 @@ def test_attempts_to_one_receiver_reuse_one_kept_alive_connection(user, agent, d
 
 
 @pytest.mark.django_db
-def test_a_slow_receiver_times_out_after_the_webhook_timeout(user, agent, dev, monkeypatch):
+def test_a_slow_receiver_times_out_after_the_webhook_timeout(user, agent, dev, settings):
     webhook_http_client(timeout=15.0)  # the process's client exists already, built with the default
-    monkeypatch.setenv("AGENTOS_WEBHOOK_TIMEOUT", "0.3")
+    settings.AGENTOS_WEBHOOK_TIMEOUT = 0.3
     with Receiver([200], delay=2.0) as receiver:
         job = finished_job(user, agent, receiver.url)
         outcome = webhook_deliver(delivery_id=webhooks_due()[0])
@@ -162,25 +162,25 @@ def test_a_forked_child_builds_its_own_webhook_client():
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000/", "http://10.0.0.1/", "http://169.254.169.254/latest/",
                                  "http://localhost/", "http://[::1]/", "http://[::ffff:127.0.0.1]/",
                                  "http://100.64.0.1/", "http://0.0.0.0/"])
-def test_internal_addresses_are_refused_without_the_dev_flag(url, monkeypatch):
-    monkeypatch.delenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", raising=False)
+def test_internal_addresses_are_refused_without_the_dev_flag(url, settings):
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = False
 
     with pytest.raises(BlockedAddress):
         resolve_checked(url)
 
 
-def test_the_dev_flag_allows_loopback_and_http_is_pinned_to_the_checked_ip(monkeypatch):
-    monkeypatch.setenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", "1")
+def test_the_dev_flag_allows_loopback_and_http_is_pinned_to_the_checked_ip(monkeypatch, settings):
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = True
     assert resolve_checked("http://127.0.0.1:9/x") == ("http://127.0.0.1:9/x", {})
-    monkeypatch.delenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE")
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = False
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [(0, 0, 0, "", ("93.184.216.34", 80))])
     assert resolve_checked("http://example.com/hook?a=1") == ("http://93.184.216.34/hook?a=1",
                                                               {"Host": "example.com"})
 
 
 @pytest.mark.django_db
-def test_a_blocked_callback_is_a_failed_attempt_and_not_retried(user, agent, monkeypatch):
-    monkeypatch.delenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", raising=False)
+def test_a_blocked_callback_is_a_failed_attempt_and_not_retried(user, agent, settings):
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = False
     job = finished_job(user, agent, "http://127.0.0.1:1/")
 
     webhook_deliver(delivery_id=webhooks_due()[0])
@@ -320,7 +320,8 @@ def test_end_to_end_a_worker_delivers_exactly_one_verified_webhook(http, start_w
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_sends_the_webhook_of_a_job_it_finished_itself(http, start_worker, user, dev):
-    start_worker(queues="agents")  # nobody consumes `webhooks`: no task may carry this attempt
+    # nobody consumes `webhooks`: no task may carry this attempt
+    start_worker(queues="agents", AGENTOS_WEBHOOK_ALLOW_PRIVATE="1")
     agent = make_agent(user)
     with Receiver([200]) as receiver:
         accepted = http.post("send-message/", json={"agent_id": agent.public_id, "message": "call me",
