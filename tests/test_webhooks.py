@@ -257,6 +257,9 @@ def test_a_signed_inbound_message_starts_a_job_without_a_token(client, hook, use
     assert response.status_code == 202, response.content
     job = Job.objects.get(public_id=response.json()["job_id"])
     assert job.owner == user and job.messages.get().content == "from outside"
+    assert hook["url"] == f"http://testserver/api/v1/agentos/hooks/{hook['hook_id']}/"
+    assert response.json() == {"job_id": job.public_id, "status": "queued", "session_id": job.session.public_id,
+                               "poll_url": f"/api/v1/agentos/jobs/{job.public_id}/"}, "answers like send-message"
 
 
 @pytest.mark.django_db

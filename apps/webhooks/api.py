@@ -4,11 +4,13 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from django.http import HttpRequest
+from django.urls import reverse
 from ninja import Field, Router, Schema
 
 from apps.agents.selectors import agent_get_visible
 from apps.api.schemas import ErrorOut, JobAccepted
 from apps.common import DomainError
+from apps.jobs.presenters import job_accepted_to_dict
 from apps.jobs.selectors import job_get_owned
 from apps.webhooks.inbound import inbound_hook_create, inbound_message_receive, inbound_signature_verify
 from apps.webhooks.models import InboundHook, WebhookDelivery
@@ -127,7 +129,8 @@ def hooks_create(request: HttpRequest, payload: HookIn) -> Any:
     agent = agent_get_visible(user=request.auth, agent_id=payload.agent_id)  # type: ignore[attr-defined]
     hook = inbound_hook_create(user=request.auth, agent=agent)  # type: ignore[attr-defined]
     return 201, {"hook_id": hook.public_id, "agent_id": agent.public_id,
-                 "url": request.build_absolute_uri(f"/api/v1/agentos/hooks/{hook.public_id}/"),
+                 "url": request.build_absolute_uri(reverse("agentos:hooks_receive",
+                                                           kwargs={"hook_id": hook.public_id})),
                  "secret": hook.secret}
 
 
@@ -151,5 +154,4 @@ def hooks_receive(request: HttpRequest, hook_id: str) -> Any:
         raise DomainError("invalid_input", f"Body must be JSON with a message: {exc}".splitlines()[0]) from None
     job = inbound_message_receive(hook=hook, webhook_id=request.headers["webhook-id"], message=payload.message,
                                   session_id=payload.session_id, callback_url=payload.callback_url or "")
-    return 202, {"job_id": job.public_id, "status": job.status, "session_id": job.session.public_id,
-                 "poll_url": f"/api/v1/agentos/jobs/{job.public_id}/"}
+    return 202, job_accepted_to_dict(job)
