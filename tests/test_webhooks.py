@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook
 from apps.jobs.models import Job
 from apps.jobs.services import message_send
 from apps.webhooks.client import webhook_http_client
-from apps.webhooks.models import InboundHook, WebhookDelivery
+from apps.webhooks.models import InboundDelivery, InboundHook, WebhookDelivery
 from apps.webhooks.services import signed_headers, webhook_deliver, webhooks_due
 from apps.webhooks.ssrf import BlockedAddress, resolve_checked
 from tests.conftest import wait_for_job
@@ -227,6 +227,30 @@ def test_redeliver_sends_again_with_the_same_webhook_id(api, user, agent, dev):
 
 
 @pytest.mark.django_db
+def test_redeliver_with_the_same_idempotency_key_sends_once(api, user, agent, dev):
+    with Receiver([200]) as receiver:
+        job = finished_job(user, agent, receiver.url)
+        other = finished_job(user, agent, receiver.url)
+        deliver_until_settled()
+        path = f"/api/v1/agentos/jobs/{job.public_id}/deliveries/redeliver/"
+        first = api.post(path, headers={"Idempotency-Key": "again-1"})
+        again = api.post(path, headers={"Idempotency-Key": "again-1"})
+        elsewhere = api.post(f"/api/v1/agentos/jobs/{other.public_id}/deliveries/redeliver/",
+                             headers={"Idempotency-Key": "again-1"})
+        # the test client sends a (here empty) form: another form is another request
+        reworded = api.post(path, {"note": "again"}, headers={"Idempotency-Key": "again-1"})
+        deliver_until_settled()
+
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json() and again["Idempotent-Replayed"] == "true"
+    assert elsewhere.status_code == reworded.status_code == 409
+    assert elsewhere.json()["error"]["code"] == reworded.json()["error"]["code"] == "idempotency_key_reused"
+    assert WebhookDelivery.objects.filter(job=job).count() == 2, "the original and one redelivery"
+    assert WebhookDelivery.objects.filter(job=other).count() == 1
+    assert len(receiver.requests) == 3
+
+
+@pytest.mark.django_db
 def test_another_users_deliveries_are_404(other_api, user, agent, dev):
     job = finished_job(user, agent, "http://127.0.0.1:1/")
 
@@ -291,6 +315,25 @@ def test_a_replayed_inbound_message_is_refused(client, hook):
 
     assert first.status_code == 202 and again.status_code == 409
     assert again.json()["error"]["code"] == "replayed" and Job.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_an_inbound_message_retried_with_its_idempotency_key_is_accepted_once(client, hook, user):
+    """A sender that did not see the answer sends again, signed anew (another webhook-id and
+    timestamp), with the same key: the first answer again, and one job."""
+    keyed = {"Idempotency-Key": "inbound-1"}
+    first = post_signed(client, hook, {"message": "once"}, webhook_id="msg_a",
+                        tamper=lambda raw, h: (raw, {**h, **keyed}))
+    again = post_signed(client, hook, {"message": "once"}, webhook_id="msg_b",
+                        tamper=lambda raw, h: (raw, {**h, **keyed}))
+    changed = post_signed(client, hook, {"message": "twice"}, webhook_id="msg_c",
+                          tamper=lambda raw, h: (raw, {**h, **keyed}))
+
+    assert first.status_code == again.status_code == 202, first.content
+    assert again.json() == first.json() and again["Idempotent-Replayed"] == "true"
+    assert changed.status_code == 409 and changed.json()["error"]["code"] == "idempotency_key_reused"
+    assert Job.objects.count() == 1 and Job.objects.get().owner == user
+    assert list(InboundDelivery.objects.values_list("webhook_id", flat=True)) == ["msg_a"], "one ledger row"
 
 
 @pytest.mark.django_db

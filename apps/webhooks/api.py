@@ -8,6 +8,7 @@ from django.urls import reverse
 from ninja import Field, Router, Schema
 
 from apps.agents.selectors import agent_get_visible
+from apps.api.idempotency import idempotent
 from apps.api.schemas import ErrorOut, JobAccepted
 from apps.common import DomainError
 from apps.jobs.presenters import job_accepted_to_dict
@@ -120,7 +121,7 @@ def deliveries_list(request: HttpRequest, job_id: str) -> Any:
 @router.post("jobs/{job_id}/deliveries/redeliver/", response={202: DeliveryOut, **ERRORS})
 def deliveries_redeliver(request: HttpRequest, job_id: str) -> Any:
     job = job_get_owned(user=request.auth, job_id=job_id)  # type: ignore[attr-defined]
-    return 202, delivery_to_dict(webhook_redeliver(job=job))
+    return idempotent(request, lambda: (202, delivery_to_dict(webhook_redeliver(job=job))))
 
 
 @router.post("hooks/", response={201: HookCreated, **ERRORS})
@@ -145,13 +146,14 @@ def hooks_list(request: HttpRequest) -> Any:
 def hooks_receive(request: HttpRequest, hook_id: str) -> Any:
     """An external system sends a message to the hook's agent, signed with the
     hook's secret (Standard Webhooks); no token, no CSRF. Stale timestamps
-    (over 5 min) and replayed webhook-ids are refused."""
+    (over 5 min) and replayed webhook-ids are refused. An Idempotency-Key is the
+    hook owner's, as if they had sent the message."""
     hook = inbound_hook_get(hook_id=hook_id)
     inbound_signature_verify(hook=hook, body=request.body, headers=request.headers)
     try:
         payload = InboundIn.model_validate_json(request.body)
     except ValueError as exc:
         raise DomainError("invalid_input", f"Body must be JSON with a message: {exc}".splitlines()[0]) from None
-    job = inbound_message_receive(hook=hook, webhook_id=request.headers["webhook-id"], message=payload.message,
-                                  session_id=payload.session_id, callback_url=payload.callback_url or "")
-    return 202, job_accepted_to_dict(job)
+    return idempotent(request, lambda: (202, job_accepted_to_dict(inbound_message_receive(
+        hook=hook, webhook_id=request.headers["webhook-id"], message=payload.message,
+        session_id=payload.session_id, callback_url=payload.callback_url or ""))), user=hook.owner)
