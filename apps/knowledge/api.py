@@ -13,7 +13,7 @@ from ninja.files import UploadedFile
 from apps.agents.selectors import agent_get_owned
 from apps.api.idempotency import idempotent
 from apps.api.ratelimit import check_job_rate
-from apps.api.schemas import ErrorOut, omittable
+from apps.api.schemas import ErrorOut, ObjectIn, omittable
 from apps.common import DomainError, agentos_enabled_check
 from apps.knowledge import services
 from apps.knowledge.models import KnowledgeBase
@@ -24,14 +24,14 @@ router = Router(tags=["knowledge"])
 ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 403, 404, 409, 413, 415, 429, 503)}
 
 
-class KnowledgeBaseIn(Schema):
+class KnowledgeBaseIn(ObjectIn):
     name: str = Field(..., min_length=1, max_length=200)
     description: str = Field("", max_length=2000)
     visibility: Literal["private", "shared", "public"] = "private"
     shared_with: Optional[list[str]] = Field(None, max_length=100)
 
 
-class KnowledgeBasePatch(Schema):
+class KnowledgeBasePatch(ObjectIn):
     """Every field may be omitted, none may be null."""
     name: str = omittable(min_length=1, max_length=200)
     description: str = omittable(max_length=2000)
@@ -77,7 +77,7 @@ class DocumentList(Schema):
     documents: list[DocumentOut]
 
 
-class SearchIn(Schema):
+class SearchIn(ObjectIn):
     query: str = Field(..., min_length=1, max_length=4000)
     limit: int = Field(5, ge=1, le=50)
 
@@ -95,7 +95,7 @@ class SearchOut(Schema):
     results: list[SearchHit]
 
 
-class AttachIn(Schema):
+class AttachIn(ObjectIn):
     agent_id: str = Field(..., max_length=40)
 
 

@@ -9,7 +9,7 @@ from ninja import Field, Router, Schema
 
 from apps.agents.selectors import agent_get_visible
 from apps.api.idempotency import idempotent
-from apps.api.schemas import ErrorOut, JobAccepted
+from apps.api.schemas import ErrorOut, JobAccepted, ObjectIn
 from apps.common import DomainError
 from apps.jobs.presenters import job_accepted_to_dict
 from apps.jobs.selectors import job_get_owned
@@ -26,11 +26,11 @@ class SecretOut(Schema):
     secret: str
 
 
-class HookIn(Schema):
+class HookIn(ObjectIn):
     agent_id: str = Field(..., min_length=1, max_length=40)
 
 
-class InboundIn(Schema):
+class InboundIn(ObjectIn):
     message: str
     session_id: Optional[str] = Field(None, max_length=40)
     callback_url: Optional[str] = Field(None, max_length=2000)
