@@ -129,9 +129,11 @@ def audit(job_ids: list[str], *, expect: str = "succeeded") -> dict[str, Any]:
             "duplicated": sum(1 for j in jobs if replies[j.pk] > 1)
             + sum(1 for j in jobs if j.status == "succeeded" and replies[j.pk] == 0),
             "out_of_order": out_of_order, "pairs_checked": pairs_checked,  # not in the table
-            # what the jobs that never ended looked like, for the failure message (not in the table)
+            # what the jobs that never ended, or ended otherwise, looked like: for the failure message
             "stuck": [(j.public_id, j.status, j.attempts, j.worker, j.error_code) for j in jobs
-                      if j.status not in Job.TERMINAL][:5]}
+                      if j.status not in Job.TERMINAL][:5],
+            "ended_otherwise": [(j.public_id, j.status, j.attempts, j.error_code, j.error_message[:80]) for j in jobs
+                                if j.status in Job.TERMINAL and j.status != expect][:5]}
 
 
 def api_audit(http: httpx.Client, job_ids: list[str], *, expect: str = "succeeded", sample: int = 8) -> None:
@@ -152,8 +154,11 @@ def api_audit(http: httpx.Client, job_ids: list[str], *, expect: str = "succeede
 
 
 def record(scenario: str, load: str, faults: str, counts: dict[str, Any], recovery_s: float) -> None:
+    """Into the table, then the verdict: nothing lost, duplicated or out of order, and every
+    accepted job ended as the scenario expects (`succeeded`, unless it says otherwise)."""
     RESULTS.append({"scenario": scenario, "load": load, "faults": faults, **counts, "recovery_s": recovery_s})
     assert counts["lost"] == 0 and counts["duplicated"] == 0 and counts["out_of_order"] == 0, counts
+    assert counts["completed"] == counts["accepted"], counts
 
 
 def test_1_a_worker_killed_with_runs_in_flight(stack, http, user):
