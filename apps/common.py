@@ -5,6 +5,7 @@ import functools
 import secrets
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Model
 
@@ -32,6 +33,21 @@ class NotFound(DomainError):
 
     def __init__(self, what: str) -> None:
         super().__init__(f"{what}_not_found", f"No such {what.replace('_', ' ')}.")
+
+
+class AgentOSDisabled(DomainError):
+    """AGENTOS_ENABLED=False: the API answers 503 `agentos_disabled`, the web pages a 503 page."""
+
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("agentos_disabled", "The AgentOS integration is turned off (AGENTOS_ENABLED=False).")
+
+
+def agentos_enabled_check() -> None:
+    """The one reading of AGENTOS_ENABLED on a request's path, for the API and the web pages alike."""
+    if not settings.AGENTOS_ENABLED:
+        raise AgentOSDisabled()
 
 
 def fetch_instances(sql: str, params: list[Any], *models: type[Model], fields: dict[type[Model], list[str]] | None = None

@@ -66,16 +66,11 @@ def receiver() -> Iterator[str]:
 
 @contextmanager
 def private_allowed() -> Iterator[None]:
-    """The dev flag, for the local receiver only; the environment is as it was afterwards."""
-    saved = os.environ.get("AGENTOS_WEBHOOK_ALLOW_PRIVATE")
-    os.environ["AGENTOS_WEBHOOK_ALLOW_PRIVATE"] = "1"
-    try:
+    """The dev flag, for the local receiver only; the settings are as they were afterwards."""
+    from django.test.utils import override_settings
+
+    with override_settings(AGENTOS_WEBHOOK_ALLOW_PRIVATE=True):
         yield
-    finally:
-        if saved is None:
-            del os.environ["AGENTOS_WEBHOOK_ALLOW_PRIVATE"]
-        else:
-            os.environ["AGENTOS_WEBHOOK_ALLOW_PRIVATE"] = saved
 
 
 class _ClientPerAttempt:

@@ -4,6 +4,11 @@ the API afterwards that nothing accepted was lost or done twice.
 
 `make test` runs every scenario with small counts; `make chaos` runs the full counts
 (CHAOS_SCALE=full) and writes the table in docs/reliability.md.
+
+The scenarios that stop PostgreSQL or Redis do so only to the embedded server (config.embedded)
+the tests really use, and only while nothing else uses it: a server named by DATABASE_URL or
+REDIS_URL, an embedded one the tests do not use, or one that `make run` is using, is left
+alone and the scenario is skipped.
 """
 from __future__ import annotations
 
@@ -19,13 +24,17 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import redis
+from django.conf import settings
 from django.db import connection
 
 from apps.chat.models import ChatMessage
 from apps.jobs.models import Job
+from config import embedded
 from tests.conftest import ROOT, WorkerProcess, worker_env
 from tests.factories import make_agent
 from tests.fake_openai import FakeOpenAI
@@ -82,6 +91,47 @@ def stack(_stack: dict[str, Any], transactional_db: Any, settings: Any) -> dict[
     return _stack
 
 
+def _socket(url: str) -> Path | None:
+    parts = urlsplit(url)
+    return Path(parts.path).resolve() if parts.scheme in ("unix", "socket", "redis+socket") else None
+
+
+def embedded_postgres_under_test() -> embedded.Embedded:
+    """The embedded PostgreSQL, if the tests' database is on it and no other database of it
+    is in use (`make run` uses `opie`); otherwise the scenario is skipped."""
+    emb = embedded.locate()
+    db = connection.settings_dict
+    if not (db["HOST"].startswith("/") and Path(db["HOST"]).resolve() == emb.pg_socket_dir.resolve()
+            and str(db["PORT"] or 5432) == "5432"):
+        pytest.skip(f"the tests' database is not on the embedded PostgreSQL (DATABASE_URL names "
+                    f"{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}); this scenario stops only that one")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT DISTINCT datname FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                       "AND datname NOT IN (current_database(), 'postgres') AND pid <> pg_backend_pid()")
+        others = sorted(row[0] for row in cursor.fetchall())
+    if others:
+        pytest.skip(f"the embedded PostgreSQL also serves database(s) {', '.join(others)} (`make run`?); "
+                    "this scenario would stop it under them")
+    return emb
+
+
+def embedded_redis_under_test() -> embedded.Embedded:
+    """The embedded Redis, if the tests' cache and broker are both on it and no client uses
+    another of its databases (`make run` uses 0); otherwise the scenario is skipped."""
+    emb = embedded.locate()
+    ours = {_socket(settings.REDIS_URL), _socket(settings.CELERY_BROKER_URL)}
+    if ours != {emb.redis_socket.resolve()}:
+        pytest.skip(f"the tests' Redis is not (only) the embedded one (REDIS_URL={settings.REDIS_URL}, "
+                    f"CELERY_BROKER_URL={settings.CELERY_BROKER_URL}); this scenario restarts only that one")
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    db = client.connection_pool.connection_kwargs.get("db", 0)
+    others = sorted({int(c["db"]) for c in client.client_list() if int(c["db"]) != int(db)})
+    if others:
+        pytest.skip(f"the embedded Redis also serves clients of database(s) {others} (`make run`?); "
+                    "this scenario would restart it under them")
+    return emb
+
+
 def submit(http: httpx.Client, agent: Any, message: str, **fields: Any) -> httpx.Response:
     return http.post("send-message/", json={"agent_id": agent.public_id, "message": message, **fields})
 
@@ -129,9 +179,11 @@ def audit(job_ids: list[str], *, expect: str = "succeeded") -> dict[str, Any]:
             "duplicated": sum(1 for j in jobs if replies[j.pk] > 1)
             + sum(1 for j in jobs if j.status == "succeeded" and replies[j.pk] == 0),
             "out_of_order": out_of_order, "pairs_checked": pairs_checked,  # not in the table
-            # what the jobs that never ended looked like, for the failure message (not in the table)
+            # what the jobs that never ended, or ended otherwise, looked like: for the failure message
             "stuck": [(j.public_id, j.status, j.attempts, j.worker, j.error_code) for j in jobs
-                      if j.status not in Job.TERMINAL][:5]}
+                      if j.status not in Job.TERMINAL][:5],
+            "ended_otherwise": [(j.public_id, j.status, j.attempts, j.error_code, j.error_message[:80]) for j in jobs
+                                if j.status in Job.TERMINAL and j.status != expect][:5]}
 
 
 def api_audit(http: httpx.Client, job_ids: list[str], *, expect: str = "succeeded", sample: int = 8) -> None:
@@ -152,8 +204,39 @@ def api_audit(http: httpx.Client, job_ids: list[str], *, expect: str = "succeede
 
 
 def record(scenario: str, load: str, faults: str, counts: dict[str, Any], recovery_s: float) -> None:
+    """Into the table, then the verdict: nothing lost, duplicated or out of order, and every
+    accepted job ended as the scenario expects (`succeeded`, unless it says otherwise)."""
     RESULTS.append({"scenario": scenario, "load": load, "faults": faults, **counts, "recovery_s": recovery_s})
     assert counts["lost"] == 0 and counts["duplicated"] == 0 and counts["out_of_order"] == 0, counts
+    assert counts["completed"] == counts["accepted"], counts
+
+
+def test_0_a_server_the_tests_do_not_use_alone_is_never_stopped(settings, tmp_path, monkeypatch):
+    """What scenarios 2 and 3 check before they stop anything: the embedded server is the one
+    the tests use, and no one else (`make run`) is using it."""
+    import psycopg
+
+    redis_server = embedded_redis_under_test()  # skips this test too when the tests use other servers
+    postgres_server = embedded_postgres_under_test()
+    developer = redis.Redis.from_url(redis_server.redis_url(0))  # as `make run`'s processes hold it
+    developer.ping()
+    try:
+        with pytest.raises(pytest.skip.Exception, match="make run"):
+            embedded_redis_under_test()
+    finally:
+        developer.close()
+    with psycopg.connect(host=str(postgres_server.pg_socket_dir), user=embedded.DB_USER, dbname=embedded.DB_NAME):
+        with pytest.raises(pytest.skip.Exception, match="make run"):
+            embedded_postgres_under_test()
+
+    # only REDIS_URL set: the cache is elsewhere while the broker stays on the embedded Redis
+    settings.REDIS_URL = f"unix://{tmp_path}/their-redis.sock?db=15"
+    with pytest.raises(pytest.skip.Exception, match="not .only. the embedded"):
+        embedded_redis_under_test()
+    # only DATABASE_URL set: the embedded PostgreSQL still runs, holding nobody's test database
+    monkeypatch.setitem(connection.settings_dict, "HOST", "db.example")
+    with pytest.raises(pytest.skip.Exception, match="not on the embedded"):
+        embedded_postgres_under_test()
 
 
 def test_1_a_worker_killed_with_runs_in_flight(stack, http, user):
@@ -180,11 +263,8 @@ def test_1_a_worker_killed_with_runs_in_flight(stack, http, user):
 
 def test_2_redis_restarted_with_jobs_queued_and_running(stack, http, user):
     from celery_app import app
-    from config import embedded
 
-    emb = embedded.locate()
-    if not emb.redis_socket.exists():
-        pytest.skip("the tests run against an external Redis; this scenario restarts the embedded one")
+    emb = embedded_redis_under_test()
     # Messages to one session run one at a time, so chains of slow jobs guarantee that when
     # Redis dies some jobs are running (their unacked messages live in Redis) and the rest
     # are still queued behind them, whatever the workers' concurrency. At full size there
@@ -230,11 +310,7 @@ def test_2_redis_restarted_with_jobs_queued_and_running(stack, http, user):
 
 
 def test_3_postgres_stopped_under_load(stack, http, user):
-    from config import embedded
-
-    emb = embedded.locate()
-    if not (emb.pg_socket_dir / ".s.PGSQL.5432").exists():
-        pytest.skip("the tests run against an external PostgreSQL; this scenario stops the embedded one")
+    emb = embedded_postgres_under_test()
     outage = scaled(4, 10)
     agent = make_agent(user)
     # what the load thread saw, one entry a request: asserted below, in the test's own thread
@@ -288,7 +364,8 @@ def test_3_postgres_stopped_under_load(stack, http, user):
     # how soon after it came back the load's requests were accepted again (the figure for the table)
     resumed = min([e["at"] + e["elapsed"] - back for e in seen
                    if e.get("status") == 202 and e["at"] + e["elapsed"] > back] + [time.monotonic() - back])
-    recovery = wait_terminal(accepted, 90) + (time.monotonic() - back)
+    wait_terminal(accepted, 90)
+    recovery = time.monotonic() - back  # from PostgreSQL back to every accepted job ended
     assert all(w.proc.poll() is None for w in stack["workers"]), "a worker died while PostgreSQL was down"
 
     statuses = Counter(e.get("status", "exception") for e in seen)
@@ -307,8 +384,8 @@ def test_3_postgres_stopped_under_load(stack, http, user):
            counts, recovery)
 
 
-def test_4_webhook_receiver_down_then_back(stack, http, user, monkeypatch):
-    monkeypatch.setenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", "1")
+def test_4_webhook_receiver_down_then_back(stack, http, user, settings):
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = True
     down_for = scaled(6, 120)
     jobs = scaled(20, 100)
     agent = make_agent(user)

@@ -133,6 +133,44 @@ def test_any_bytes_as_a_body_are_refused_cleanly(api, agent, no_rate_limit, raw)
     assert not Job.objects.exists()
 
 
+NOT_OBJECTS = ["[null, null]", "[]", "null", '"text"', "0", "true", '[{"name": "x"}]']
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("raw", NOT_OBJECTS)
+def test_a_json_body_that_is_not_an_object_is_refused_wherever_one_is_expected(api, client, user, agent,
+                                                                                no_rate_limit, raw):
+    """Every operation whose schema takes a JSON object (read from the OpenAPI document, so a
+    new one is covered too), and the inbound hook: an array, string, number or null is a 400
+    with the error shape, never an object of defaults (PATCH of `[null, null]` was a 200)."""
+    from apps.knowledge.models import KnowledgeBase
+    from apps.knowledge.services import kb_create
+
+    kb = kb_create(user=user, name="Notes")
+    ids = {"agent_id": agent.public_id, "kb_id": kb.public_id}
+    schema = api.get(f"{API}openapi.json").json()
+    targets = [(method.upper(), path.removeprefix("/api/v1/agentos/").format(**ids))
+               for path, operations in schema["paths"].items() for method, operation in operations.items()
+               if "application/json" in operation.get("requestBody", {}).get("content", {})]
+    assert ("PATCH", f"agents/{agent.public_id}/") in targets and ("PATCH", f"knowledge/{kb.public_id}/") in targets
+    hook = api.post(f"{API}hooks/", {"agent_id": agent.public_id}, content_type="application/json").json()
+    before = (Agent.objects.get(pk=agent.pk).version, KnowledgeBase.objects.get(pk=kb.pk).updated_at,
+              Agent.objects.count(), KnowledgeBase.objects.count(), Job.objects.count(), ChatSession.objects.count())
+
+    for method, path in targets:
+        response = api.generic(method, f"{API}{path}", raw, content_type="application/json")
+        assert response.status_code == 400, (method, path, response.status_code, response.content[:200])
+        assert response.json()["error"]["code"] == "invalid_input", (method, path, response.content[:200])
+        expect_clean(response)
+    signed = client.generic("POST", f"{API}hooks/{hook['hook_id']}/", raw, content_type="application/json",
+                            headers=signed_headers(secret=hook["secret"], webhook_id="msg_1", body=raw))
+    assert signed.status_code == 400 and signed.json()["error"]["code"] == "invalid_input", signed.content
+
+    after = (Agent.objects.get(pk=agent.pk).version, KnowledgeBase.objects.get(pk=kb.pk).updated_at,
+             Agent.objects.count(), KnowledgeBase.objects.count(), Job.objects.count(), ChatSession.objects.count())
+    assert after == before, "a refused body changed nothing"
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("where", ["json", "lone surrogate", "query", "path", "form", "page"])
 def test_text_postgresql_cannot_store_is_a_400_wherever_it_hides(api, client, user, agent, where):

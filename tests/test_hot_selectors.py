@@ -139,3 +139,42 @@ def test_the_claims_sql_claims_exactly_the_jobs_its_orm_rule_allows(user, agent,
     assert len(cases) == 2880 and 0 < len(allowed) < len(cases)
     disagree = [case for case, job in zip(cases, jobs) if (job.pk in claimed) != (job.pk in allowed)]
     assert claimed == allowed, disagree[:5]
+
+
+@pytest.mark.parametrize("include_vault", [False, True])
+def test_the_agent_lookup_and_the_agent_list_apply_one_visibility_rule(user, settings, include_vault):
+    """agent_get_visible finds an agent exactly when agent_list_visible lists it, each in one query."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from apps.agents.models import Agent
+    from apps.agents.selectors import agent_get_visible, agent_list_visible
+    from tests.factories import make_agent
+
+    settings.AGENTOS_INCLUDE_VAULT_AGENTS = include_vault
+    bob, carol = make_user("bob"), make_user("carol")
+    agents = [make_agent(user), make_agent(user, visibility="shared"), make_agent(bob),
+              make_agent(bob, visibility="public"), make_agent(bob, visibility="shared", shared_with=["alice"]),
+              make_agent(bob, visibility="shared", shared_with=["carol"]),
+              make_agent(carol, visibility="public", shared_with=["alice"]),
+              make_agent(bob, visibility="private", shared_with=["alice"])]  # named, but private
+    disabled = make_agent(bob, visibility="public")
+    vault = make_agent(user)
+    Agent.objects.filter(pk=disabled.pk).update(enabled=False)
+    Agent.objects.filter(pk=vault.pk).update(is_vault=True)
+
+    for viewer in (user, bob, carol):
+        listed = set(agent_list_visible(user=viewer).values_list("public_id", flat=True))
+        found = set()
+        for agent in [*agents, disabled, vault]:
+            with CaptureQueriesContext(connection) as queries:
+                try:
+                    found.add(agent_get_visible(user=viewer, agent_id=agent.public_id).public_id)
+                except NotFound:
+                    pass
+            assert len(queries) == 1, [q["sql"] for q in queries]
+        assert found == listed, viewer
+    alice_sees = set(agent_list_visible(user=user).values_list("public_id", flat=True))
+    assert alice_sees == {agents[i].public_id for i in (0, 1, 3, 4, 6)} | ({vault.public_id} if include_vault else set())
+    looked_up = agent_get_visible(user=user, agent_id=agents[4].public_id)
+    assert fields_of(looked_up) == fields_of(Agent.objects.get(pk=agents[4].pk))

@@ -113,13 +113,13 @@ def test_logging_sends_every_record_through_the_context_filter_in_the_chosen_for
 
 
 @pytest.mark.django_db
-def test_a_webhook_attempt_logs_with_its_job_id_and_nothing_after(captured, user, monkeypatch):
+def test_a_webhook_attempt_logs_with_its_job_id_and_nothing_after(captured, user, settings):
     from apps.jobs.services import message_send
     from apps.webhooks.models import WebhookDelivery
     from workers.execution import execute_message_job
     from workers.webhook_tasks import deliver_webhook_task
 
-    monkeypatch.delenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", raising=False)  # refused at once: no network
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = False  # refused at once: no network
     job = message_send(user=user, agent=make_agent(user), message="notify me", callback_url="http://127.0.0.1:1/")
     execute_message_job(job.pk)
     delivery = WebhookDelivery.objects.get(job=job)

@@ -218,13 +218,16 @@ def test_info_and_openapi_schema_and_docs_are_served(api, agent):
     assert docs.status_code == 200 and b"cdn.jsdelivr" not in docs.content
 
 
-def test_disabled_agentos_answers_503(api, settings, agent):
+@pytest.mark.parametrize("path", ["agents/", "jobs/job-none/", "jobs/job-none/wait/", "jobs/job-none/events/",
+                                  "knowledge/", "knowledge/vault/documents/"])
+def test_disabled_agentos_answers_503(api, settings, agent, path):
     settings.AGENTOS_ENABLED = False
 
-    response = api.get("/api/v1/agentos/agents/")
+    response = api.get(f"/api/v1/agentos/{path}")
 
     assert response.status_code == 503
-    assert response.json()["error"]["code"] == "agentos_disabled"
+    assert response.json() == {"error": {"code": "agentos_disabled", "message":
+                                         "The AgentOS integration is turned off (AGENTOS_ENABLED=False)."}}
 
 
 def test_disabled_agentos_keeps_health_and_tells_web_users_why(client, settings, user, agent):

@@ -221,8 +221,8 @@ def test_inbound_hooks_are_checked_by_signature_not_csrf(user, agent):
 # --- SSRF -------------------------------------------------------------------------
 
 @pytest.fixture
-def no_dev_flag(monkeypatch):
-    monkeypatch.delenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", raising=False)
+def no_dev_flag(settings):
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = False
 
 
 def fake_dns(monkeypatch, table: dict[str, list[str]]) -> None:
@@ -290,12 +290,12 @@ def test_a_job_whose_callback_points_inside_never_sends_a_request(api, agent, us
 
 
 @pytest.mark.django_db
-def test_a_reused_webhook_client_still_checks_the_address_on_each_attempt(user, agent, monkeypatch):
+def test_a_reused_webhook_client_still_checks_the_address_on_each_attempt(user, agent, monkeypatch, settings):
     """The first attempt (private addresses allowed, as in development) leaves the process's
     client a kept-alive connection to hooks.example; with the guard on, the retry to the
     same URL resolves the name again and is refused before anything is sent."""
-    monkeypatch.setenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", "1")
-    monkeypatch.setenv("AGENTOS_WEBHOOK_RETRY_SCHEDULE", "0,0")
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = True
+    settings.AGENTOS_WEBHOOK_RETRY_SCHEDULE = [0.0, 0.0]
     fake_dns(monkeypatch, {"hooks.example": ["127.0.0.1"]})
     with Receiver([500]) as receiver:
         job = message_send(user=user, agent=agent, message="hi",
@@ -304,7 +304,7 @@ def test_a_reused_webhook_client_still_checks_the_address_on_each_attempt(user, 
         first = webhook_deliver(delivery_id=webhooks_due()[0])
         assert first == "retrying" and receiver.open_connections == 1
 
-        monkeypatch.delenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE")
+        settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = False
         second = webhook_deliver(delivery_id=webhooks_due()[0])
         kept_open = receiver.open_connections
 
@@ -315,10 +315,10 @@ def test_a_reused_webhook_client_still_checks_the_address_on_each_attempt(user, 
 
 
 @pytest.mark.django_db
-def test_a_cookie_one_receiver_sets_is_never_sent_on_later_webhooks(user, other_user, monkeypatch):
+def test_a_cookie_one_receiver_sets_is_never_sent_on_later_webhooks(user, other_user, settings):
     """Attempts share one HTTP client: it must keep no cookie jar, or one user's receiver
     would set what another user's webhooks to the same host carry."""
-    monkeypatch.setenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", "1")
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = True
     with Receiver([200], headers={"Set-Cookie": "session=alice-only; Path=/"}) as receiver:
         for owner in (user, other_user, user):
             job = message_send(user=owner, agent=make_agent(owner), message="hi", callback_url=receiver.url + "/h")
@@ -422,8 +422,8 @@ def test_secrets_never_appear_in_api_answers_or_admin_lists(api, user, other_use
 
 
 @pytest.mark.django_db
-def test_the_webhook_secret_stays_out_of_delivery_logs(user, agent, every_log_record, monkeypatch):
-    monkeypatch.setenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", "1")
+def test_the_webhook_secret_stays_out_of_delivery_logs(user, agent, every_log_record, settings):
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = True
     secret = webhook_secret_get_or_create(user=user)
     with Receiver([200]) as receiver:
         job = message_send(user=user, agent=agent, message="hi", callback_url=receiver.url)

@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook
 from apps.jobs.models import Job
 from apps.jobs.services import message_send
 from apps.webhooks.client import webhook_http_client
-from apps.webhooks.models import InboundHook, WebhookDelivery
+from apps.webhooks.models import InboundDelivery, InboundHook, WebhookDelivery
 from apps.webhooks.services import signed_headers, webhook_deliver, webhooks_due
 from apps.webhooks.ssrf import BlockedAddress, resolve_checked
 from tests.conftest import wait_for_job
@@ -23,10 +23,10 @@ from workers.execution import execute_message_job
 
 
 @pytest.fixture
-def dev(monkeypatch):
+def dev(settings):
     """Local development mode: callbacks may reach 127.0.0.1; a fast retry schedule."""
-    monkeypatch.setenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", "1")
-    monkeypatch.setenv("AGENTOS_WEBHOOK_RETRY_SCHEDULE", "0,0.05,0.05,0.05")
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = True
+    settings.AGENTOS_WEBHOOK_RETRY_SCHEDULE = [0.0, 0.05, 0.05, 0.05]
 
 
 def finished_job(user, agent, url):
@@ -130,9 +130,9 @@ def test_attempts_to_one_receiver_reuse_one_kept_alive_connection(user, agent, d
 
 
 @pytest.mark.django_db
-def test_a_slow_receiver_times_out_after_the_webhook_timeout(user, agent, dev, monkeypatch):
+def test_a_slow_receiver_times_out_after_the_webhook_timeout(user, agent, dev, settings):
     webhook_http_client(timeout=15.0)  # the process's client exists already, built with the default
-    monkeypatch.setenv("AGENTOS_WEBHOOK_TIMEOUT", "0.3")
+    settings.AGENTOS_WEBHOOK_TIMEOUT = 0.3
     with Receiver([200], delay=2.0) as receiver:
         job = finished_job(user, agent, receiver.url)
         outcome = webhook_deliver(delivery_id=webhooks_due()[0])
@@ -162,25 +162,25 @@ def test_a_forked_child_builds_its_own_webhook_client():
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000/", "http://10.0.0.1/", "http://169.254.169.254/latest/",
                                  "http://localhost/", "http://[::1]/", "http://[::ffff:127.0.0.1]/",
                                  "http://100.64.0.1/", "http://0.0.0.0/"])
-def test_internal_addresses_are_refused_without_the_dev_flag(url, monkeypatch):
-    monkeypatch.delenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", raising=False)
+def test_internal_addresses_are_refused_without_the_dev_flag(url, settings):
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = False
 
     with pytest.raises(BlockedAddress):
         resolve_checked(url)
 
 
-def test_the_dev_flag_allows_loopback_and_http_is_pinned_to_the_checked_ip(monkeypatch):
-    monkeypatch.setenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", "1")
+def test_the_dev_flag_allows_loopback_and_http_is_pinned_to_the_checked_ip(monkeypatch, settings):
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = True
     assert resolve_checked("http://127.0.0.1:9/x") == ("http://127.0.0.1:9/x", {})
-    monkeypatch.delenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE")
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = False
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [(0, 0, 0, "", ("93.184.216.34", 80))])
     assert resolve_checked("http://example.com/hook?a=1") == ("http://93.184.216.34/hook?a=1",
                                                               {"Host": "example.com"})
 
 
 @pytest.mark.django_db
-def test_a_blocked_callback_is_a_failed_attempt_and_not_retried(user, agent, monkeypatch):
-    monkeypatch.delenv("AGENTOS_WEBHOOK_ALLOW_PRIVATE", raising=False)
+def test_a_blocked_callback_is_a_failed_attempt_and_not_retried(user, agent, settings):
+    settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE = False
     job = finished_job(user, agent, "http://127.0.0.1:1/")
 
     webhook_deliver(delivery_id=webhooks_due()[0])
@@ -227,6 +227,30 @@ def test_redeliver_sends_again_with_the_same_webhook_id(api, user, agent, dev):
 
 
 @pytest.mark.django_db
+def test_redeliver_with_the_same_idempotency_key_sends_once(api, user, agent, dev):
+    with Receiver([200]) as receiver:
+        job = finished_job(user, agent, receiver.url)
+        other = finished_job(user, agent, receiver.url)
+        deliver_until_settled()
+        path = f"/api/v1/agentos/jobs/{job.public_id}/deliveries/redeliver/"
+        first = api.post(path, headers={"Idempotency-Key": "again-1"})
+        again = api.post(path, headers={"Idempotency-Key": "again-1"})
+        elsewhere = api.post(f"/api/v1/agentos/jobs/{other.public_id}/deliveries/redeliver/",
+                             headers={"Idempotency-Key": "again-1"})
+        # the test client sends a (here empty) form: another form is another request
+        reworded = api.post(path, {"note": "again"}, headers={"Idempotency-Key": "again-1"})
+        deliver_until_settled()
+
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json() and again["Idempotent-Replayed"] == "true"
+    assert elsewhere.status_code == reworded.status_code == 409
+    assert elsewhere.json()["error"]["code"] == reworded.json()["error"]["code"] == "idempotency_key_reused"
+    assert WebhookDelivery.objects.filter(job=job).count() == 2, "the original and one redelivery"
+    assert WebhookDelivery.objects.filter(job=other).count() == 1
+    assert len(receiver.requests) == 3
+
+
+@pytest.mark.django_db
 def test_another_users_deliveries_are_404(other_api, user, agent, dev):
     job = finished_job(user, agent, "http://127.0.0.1:1/")
 
@@ -257,6 +281,9 @@ def test_a_signed_inbound_message_starts_a_job_without_a_token(client, hook, use
     assert response.status_code == 202, response.content
     job = Job.objects.get(public_id=response.json()["job_id"])
     assert job.owner == user and job.messages.get().content == "from outside"
+    assert hook["url"] == f"http://testserver/api/v1/agentos/hooks/{hook['hook_id']}/"
+    assert response.json() == {"job_id": job.public_id, "status": "queued", "session_id": job.session.public_id,
+                               "poll_url": f"/api/v1/agentos/jobs/{job.public_id}/"}, "answers like send-message"
 
 
 @pytest.mark.django_db
@@ -291,6 +318,25 @@ def test_a_replayed_inbound_message_is_refused(client, hook):
 
 
 @pytest.mark.django_db
+def test_an_inbound_message_retried_with_its_idempotency_key_is_accepted_once(client, hook, user):
+    """A sender that did not see the answer sends again, signed anew (another webhook-id and
+    timestamp), with the same key: the first answer again, and one job."""
+    keyed = {"Idempotency-Key": "inbound-1"}
+    first = post_signed(client, hook, {"message": "once"}, webhook_id="msg_a",
+                        tamper=lambda raw, h: (raw, {**h, **keyed}))
+    again = post_signed(client, hook, {"message": "once"}, webhook_id="msg_b",
+                        tamper=lambda raw, h: (raw, {**h, **keyed}))
+    changed = post_signed(client, hook, {"message": "twice"}, webhook_id="msg_c",
+                          tamper=lambda raw, h: (raw, {**h, **keyed}))
+
+    assert first.status_code == again.status_code == 202, first.content
+    assert again.json() == first.json() and again["Idempotent-Replayed"] == "true"
+    assert changed.status_code == 409 and changed.json()["error"]["code"] == "idempotency_key_reused"
+    assert Job.objects.count() == 1 and Job.objects.get().owner == user
+    assert list(InboundDelivery.objects.values_list("webhook_id", flat=True)) == ["msg_a"], "one ledger row"
+
+
+@pytest.mark.django_db
 def test_hooks_are_listed_without_secrets_and_unknown_hooks_are_404(api, client, hook):
     listed = api.get("/api/v1/agentos/hooks/").json()["hooks"]
 
@@ -320,7 +366,8 @@ def test_end_to_end_a_worker_delivers_exactly_one_verified_webhook(http, start_w
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_sends_the_webhook_of_a_job_it_finished_itself(http, start_worker, user, dev):
-    start_worker(queues="agents")  # nobody consumes `webhooks`: no task may carry this attempt
+    # nobody consumes `webhooks`: no task may carry this attempt
+    start_worker(queues="agents", AGENTOS_WEBHOOK_ALLOW_PRIVATE="1")
     agent = make_agent(user)
     with Receiver([200]) as receiver:
         accepted = http.post("send-message/", json={"agent_id": agent.public_id, "message": "call me",

@@ -7,29 +7,47 @@ permission entries of everyone it concerns (apps.agents.services), so the
 cached answer is the database's answer."""
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterable
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from apps.agents.models import Agent
 from apps.agents.presenters import agent_snapshot
 from apps.cache import PERMS_PUBLIC, agent_key, perms_key, read_many
-from apps.common import NotFound, columns, fetch_instances
+from apps.common import NotFound, fetch_instances
+
+AgentSharedWith = Agent.shared_with.through
 
 
-def _granted(user: AbstractBaseUser) -> Q:
-    return Q(owner=user) | Q(visibility=Agent.Visibility.SHARED, shared_with=user)
+# Who may use an agent, in parts: agent_list_visible and agent_get_visible use all of
+# them; agent_ids_visible caches the user's own part and the public part apart.
+def _owned_by(user_id: int) -> Q:
+    return Q(owner_id=user_id)
+
+
+def _shared_with(user_id: int) -> Q:
+    named = AgentSharedWith.objects.filter(agent_id=OuterRef("pk"), user_id=user_id)
+    return Q(Exists(named), visibility=Agent.Visibility.SHARED)
+
+
+_PUBLIC = Q(visibility=Agent.Visibility.PUBLIC)
+_ENABLED = Q(enabled=True)
+
+
+def _visible(user_id: int, *, include_vault: bool) -> Q:
+    """The rule: an enabled agent the user owns, that is public, or that is shared with
+    them; a vault agent only while AGENTOS_INCLUDE_VAULT_AGENTS is on. (The shares come
+    last: PostgreSQL reads them only for an agent neither owned nor public.)"""
+    rule = (_owned_by(user_id) | _PUBLIC | _shared_with(user_id)) & _ENABLED
+    return rule if include_vault else rule & Q(is_vault=False)
 
 
 def agent_list_visible(*, user: AbstractBaseUser) -> QuerySet[Agent]:
-    """Enabled agents the user owns, that are shared with them, or that are public."""
-    grant = _granted(user) | Q(visibility=Agent.Visibility.PUBLIC)
-    agents = Agent.objects.filter(grant, enabled=True)
-    if not settings.AGENTOS_INCLUDE_VAULT_AGENTS:  # vault agents exist only while the setting is on
-        agents = agents.exclude(is_vault=True)
-    return agents.distinct()
+    """Every agent the user may see and use."""
+    return Agent.objects.filter(_visible(user.pk, include_vault=settings.AGENTOS_INCLUDE_VAULT_AGENTS))
 
 
 def agent_ids_visible(*, user: AbstractBaseUser) -> set[str]:
@@ -39,11 +57,10 @@ def agent_ids_visible(*, user: AbstractBaseUser) -> set[str]:
     def load(missing: list[str]) -> dict[str, list[str]]:
         ids: dict[str, list[str]] = {}
         if own in missing:
-            ids[own] = list(Agent.objects.filter(_granted(user), enabled=True)
-                            .values_list("public_id", flat=True).distinct())
+            granted = (_owned_by(user.pk) | _shared_with(user.pk)) & _ENABLED
+            ids[own] = list(Agent.objects.filter(granted).values_list("public_id", flat=True))
         if PERMS_PUBLIC in missing:
-            ids[PERMS_PUBLIC] = list(Agent.objects.filter(visibility=Agent.Visibility.PUBLIC, enabled=True)
-                                     .values_list("public_id", flat=True))
+            ids[PERMS_PUBLIC] = list(Agent.objects.filter(_PUBLIC & _ENABLED).values_list("public_id", flat=True))
         return ids
 
     granted = read_many([own, PERMS_PUBLIC], load)
@@ -79,23 +96,35 @@ def agent_snapshot_get_visible(*, user: AbstractBaseUser, agent_id: str) -> dict
     return found[0]
 
 
-_ENABLED_AGENT_SQL = f"SELECT {columns(Agent, 'a')} FROM {Agent._meta.db_table} a WHERE a.public_id = %s AND a.enabled"
+# agent_get_visible's statement: `_visible` compiled by the ORM once per process (and per
+# AGENTOS_INCLUDE_VAULT_AGENTS), with stand-ins where the user's and the agent's ids go.
+_USER, _AGENT = -7_304_118, "agent-id-stand-in"
+_COLUMNS = [field.attname for field in Agent._meta.concrete_fields]  # primary key first
+
+
+@functools.cache
+def _visible_sql(include_vault: bool) -> tuple[str, list[Any]]:
+    rows = Agent.objects.filter(_visible(_USER, include_vault=include_vault), public_id=_AGENT).order_by()
+    compiler = rows.query.get_compiler(using=rows.db)
+    sql, params = compiler.as_sql()
+    # the ORM selects every concrete field, in the order fetch_instances builds them from
+    if [column.target.attname for column, _, _ in compiler.select] != _COLUMNS:
+        raise RuntimeError("the ORM no longer selects Agent's concrete fields in order")
+    # plain values (a TextChoices member is a str subclass the driver adapts more slowly)
+    return sql, [str(p) if isinstance(p, str) else p for p in params]
 
 
 def agent_get_visible(*, user: AbstractBaseUser, agent_id: str) -> Agent:
-    """The row itself (for writes that hang off it): always from the database.
-    The same rule as `agent_list_visible`, by one indexed read (and a second
-    only for an agent shared with named users): it is on every send's path,
-    so that read is written once (apps.common.fetch_instances)."""
-    found = fetch_instances(_ENABLED_AGENT_SQL, [agent_id], Agent)
-    agent = found[0] if found else None
-    if not isinstance(agent, Agent) or (agent.is_vault and not settings.AGENTOS_INCLUDE_VAULT_AGENTS):
+    """The row itself (for writes that hang off it): always from the database, by
+    `agent_list_visible`'s rule in one indexed read. It is on every send's path, where
+    composing the ORM's query costs more than running it, so the statement is compiled
+    once and its rows become instances directly (apps.common.fetch_instances)."""
+    sql, template = _visible_sql(bool(settings.AGENTOS_INCLUDE_VAULT_AGENTS))
+    params = [user.pk if p == _USER and type(p) is int else agent_id if p == _AGENT else p for p in template]
+    found = fetch_instances(sql, params, Agent, fields={Agent: _COLUMNS})
+    if not found or not isinstance(found[0], Agent):
         raise NotFound("agent")
-    if agent.owner_id == user.pk or agent.visibility == Agent.Visibility.PUBLIC:
-        return agent
-    if agent.visibility == Agent.Visibility.SHARED and agent.shared_with.filter(pk=user.pk).exists():
-        return agent
-    raise NotFound("agent")
+    return found[0]
 
 
 def agent_get_owned(*, user: AbstractBaseUser, agent_id: str) -> Agent:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.http import HttpRequest
 from ninja import NinjaAPI, Query, Router
 
@@ -18,7 +17,7 @@ from apps.api.idempotency import idempotent
 from apps.api.ratelimit import check_job_rate
 from apps.api.schemas import (AgentIn, AgentList, AgentOut, AgentPatch, ErrorOut, InfoOut, JobAccepted, JobList,
                               JobKind, JobOut, JobStatus, SendMessageIn, SessionCreateIn, SessionDetail, SessionList, SessionOut, SyncIn)
-from apps.common import DomainError
+from apps.common import DomainError, agentos_enabled_check
 from apps.events.api import router as events_router
 from apps.events.waiting import job_wait
 from apps.jobs.models import Job
@@ -37,9 +36,7 @@ ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 403, 404, 409, 4
 
 
 def service(request: HttpRequest) -> AgentOSService:
-    if not settings.AGENTOS_ENABLED:
-        raise DomainError("agentos_disabled", "The AgentOS integration is turned off (AGENTOS_ENABLED=False).",
-                          status=503)
+    agentos_enabled_check()
     return AgentOSService(request.auth)  # type: ignore[attr-defined]
 
 

@@ -10,12 +10,15 @@ both create work.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import timedelta
 from typing import Any, Callable
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, JsonResponse
+from django.http.request import RawPostDataException
 from django.utils import timezone
 
 from apps.common import DomainError
@@ -26,7 +29,21 @@ MAX_KEY = 255
 
 
 def _fingerprint(request: HttpRequest) -> str:
-    return hashlib.sha256(request.method.encode() + b" " + request.path.encode() + b"\n" + request.body).hexdigest()
+    digest = hashlib.sha256(request.method.encode() + b" " + request.path.encode() + b"\n")
+    try:
+        digest.update(request.body)
+    except RawPostDataException:
+        # a form body, parsed from the stream before the view ran (apps.opie.middleware's
+        # guard reads every POSTed form): the same form, field by field and file by file
+        for name, values in sorted(request.POST.lists()):
+            digest.update(json.dumps([name, values]).encode())
+        for name, uploads in sorted(request.FILES.lists()):
+            for upload in uploads:
+                digest.update(json.dumps([name, upload.name, upload.size]).encode())
+                for chunk in upload.chunks():
+                    digest.update(chunk)
+                upload.seek(0)
+    return digest.hexdigest()
 
 
 def _replay(record: IdempotencyRecord, fingerprint: str) -> JsonResponse:
@@ -38,14 +55,17 @@ def _replay(record: IdempotencyRecord, fingerprint: str) -> JsonResponse:
     return response
 
 
-def idempotent(request: HttpRequest, create: Callable[[], tuple[int, Any]]) -> Any:
-    """Run `create` (which returns (status, body)) at most once per user and key."""
+def idempotent(request: HttpRequest, create: Callable[[], tuple[int, Any]], *,
+               user: AbstractBaseUser | None = None) -> Any:
+    """Run `create` (which returns (status, body)) at most once per user and key. The
+    user is the request's token's, or `user` for a request that carries none (an
+    inbound hook acts for its owner)."""
     key = request.headers.get(HEADER)
     if key is None:
         return create()
     if not key.strip() or len(key) > MAX_KEY:
         raise DomainError("invalid_idempotency_key", f"{HEADER} must be 1 to {MAX_KEY} characters.")
-    user, fingerprint = request.auth, _fingerprint(request)  # type: ignore[attr-defined]
+    user, fingerprint = user or request.auth, _fingerprint(request)  # type: ignore[attr-defined]
     cutoff = timezone.now() - timedelta(seconds=settings.AGENTOS_IDEMPOTENCY_TTL)
     IdempotencyRecord.objects.filter(owner=user, key=key, created_at__lt=cutoff).delete()
     with transaction.atomic():

@@ -1,7 +1,7 @@
 """Request and response shapes; they are also the published OpenAPI schema."""
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 from ninja import Field, Schema
 from pydantic import model_validator
@@ -22,23 +22,33 @@ def omittable(**constraints: Any) -> Any:
     return Field(None, json_schema_extra=lambda schema: schema.pop("default", None), **constraints)
 
 
-class ModelSpec(Schema):
-    provider: str = Field("local", max_length=32)
-    id: str = Field("echo", max_length=200)
-    options: dict[str, Any] = Field(default_factory=dict)
+class ObjectIn(Schema):
+    """A JSON object in a request: every request body, and every object inside one.
+
+    ninja's Schema reads its fields as attributes of whatever it is given, so a JSON
+    array, string, number or null would pass as an object of defaults (a PATCH of
+    `[null, null]` changed nothing and answered 200); the schema says this is an object."""
+
+    NOT_AN_OBJECT: ClassVar[str] = "the request body must be a JSON object"
 
     @model_validator(mode="before")
     @classmethod
     def _an_object(cls, value: Any) -> Any:
-        # ninja's Schema reads attributes off any value, so a JSON list, string, number or
-        # null here would silently become the defaults; the schema says this is an object.
         raw = getattr(value, "_obj", value)  # ninja wraps what it validates in a DjangoGetter
-        if raw is None or isinstance(raw, (list, tuple, str, bytes, int, float)):
-            raise ValueError("model must be an object with provider, id and options")
+        if not isinstance(raw, dict):
+            raise ValueError(cls.NOT_AN_OBJECT)
         return value
 
 
-class AgentIn(Schema):
+class ModelSpec(ObjectIn):
+    NOT_AN_OBJECT = "model must be an object with provider, id and options"
+
+    provider: str = Field("local", max_length=32)
+    id: str = Field("echo", max_length=200)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentIn(ObjectIn):
     name: str = Field(..., min_length=1, max_length=200)
     description: str = Field("", max_length=2000)
     instructions: str = Field("", max_length=20000)
@@ -48,7 +58,7 @@ class AgentIn(Schema):
     shared_with: Optional[list[str]] = Field(None, max_length=100)
 
 
-class AgentPatch(Schema):
+class AgentPatch(ObjectIn):
     """Every field may be omitted; only `shared_with` may be null (no one)."""
     name: str = omittable(min_length=1, max_length=200)
     description: str = omittable(max_length=2000)
@@ -80,7 +90,7 @@ class AgentList(Schema):
     agents: list[AgentOut]
 
 
-class SessionCreateIn(Schema):
+class SessionCreateIn(ObjectIn):
     agent_id: str = Field(..., min_length=1, max_length=40)
     title: str = Field("", max_length=200)
 
@@ -112,7 +122,7 @@ class SessionList(Schema):
     next: Optional[str]
 
 
-class SendMessageIn(Schema):
+class SendMessageIn(ObjectIn):
     agent_id: str = Field(..., min_length=1, max_length=40)
     message: str = Field(..., min_length=1)
     session_id: Optional[str] = Field(None, max_length=40)
@@ -125,7 +135,7 @@ class SendMessageIn(Schema):
     timeout: Optional[int] = Field(None, ge=1, description="This job's deadline in seconds (within the server's cap).")
 
 
-class SyncIn(Schema):
+class SyncIn(ObjectIn):
     agent_id: Optional[str] = Field(None, max_length=40)
     user_id: Optional[int] = None
     dry_run: bool = False

@@ -7,12 +7,11 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router
 
 from apps.api.schemas import ErrorOut, JobOut
-from apps.common import DomainError
+from apps.common import DomainError, agentos_enabled_check
 from apps.events.stream import event_stream_response, job_for_stream
 from apps.events.waiting import job_wait
 from apps.jobs.models import Job
@@ -22,12 +21,6 @@ from apps.jobs.selectors import job_get_owned
 router = Router(tags=["jobs"])
 ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 404, 503)}
 WAIT_MAX_SECONDS = 60.0
-
-
-def _enabled() -> None:
-    if not settings.AGENTOS_ENABLED:
-        raise DomainError("agentos_disabled", "The AgentOS integration is turned off (AGENTOS_ENABLED=False).",
-                          status=503)
 
 
 def _owned_job(request: HttpRequest, job_id: str) -> Job:
@@ -53,7 +46,7 @@ def _last_event_id(request: HttpRequest, query_value: Optional[str]) -> int:
                         "`queued` or `running`.")
 async def jobs_wait(request: HttpRequest, job_id: str,
                     timeout: float = Query(30, gt=0, le=WAIT_MAX_SECONDS, allow_inf_nan=False)) -> Any:
-    _enabled()
+    agentos_enabled_check()
     if not 0 < timeout <= WAIT_MAX_SECONDS:
         raise DomainError("invalid_input", f"timeout must be more than 0 and at most {WAIT_MAX_SECONDS:g} seconds.")
     job = await sync_to_async(_owned_job_json)(request, job_id)
@@ -91,7 +84,7 @@ _SSE_DOC = {"responses": {
                         "comment comes every 15 s; a stream lasts at most AGENTOS_SSE_MAX_SECONDS, then the "
                         "client reconnects with Last-Event-ID and misses nothing.")
 async def jobs_events(request: HttpRequest, job_id: str, last_event_id: Optional[str] = None) -> Any:
-    _enabled()
+    agentos_enabled_check()
     after = _last_event_id(request, last_event_id)
     job, told_all = await sync_to_async(job_for_stream)(user=request.auth, job_id=job_id,  # type: ignore[attr-defined]
                                                         after_seq=after)

@@ -13,8 +13,8 @@ from ninja.files import UploadedFile
 from apps.agents.selectors import agent_get_owned
 from apps.api.idempotency import idempotent
 from apps.api.ratelimit import check_job_rate
-from apps.api.schemas import ErrorOut, omittable
-from apps.common import DomainError
+from apps.api.schemas import ErrorOut, ObjectIn, omittable
+from apps.common import DomainError, agentos_enabled_check
 from apps.knowledge import services
 from apps.knowledge.models import KnowledgeBase
 from apps.knowledge.presenters import document_to_dict, kb_to_dict
@@ -24,14 +24,14 @@ router = Router(tags=["knowledge"])
 ERRORS: dict[int, Any] = {code: ErrorOut for code in (400, 401, 403, 404, 409, 413, 415, 429, 503)}
 
 
-class KnowledgeBaseIn(Schema):
+class KnowledgeBaseIn(ObjectIn):
     name: str = Field(..., min_length=1, max_length=200)
     description: str = Field("", max_length=2000)
     visibility: Literal["private", "shared", "public"] = "private"
     shared_with: Optional[list[str]] = Field(None, max_length=100)
 
 
-class KnowledgeBasePatch(Schema):
+class KnowledgeBasePatch(ObjectIn):
     """Every field may be omitted, none may be null."""
     name: str = omittable(min_length=1, max_length=200)
     description: str = omittable(max_length=2000)
@@ -77,7 +77,7 @@ class DocumentList(Schema):
     documents: list[DocumentOut]
 
 
-class SearchIn(Schema):
+class SearchIn(ObjectIn):
     query: str = Field(..., min_length=1, max_length=4000)
     limit: int = Field(5, ge=1, le=50)
 
@@ -95,18 +95,12 @@ class SearchOut(Schema):
     results: list[SearchHit]
 
 
-class AttachIn(Schema):
+class AttachIn(ObjectIn):
     agent_id: str = Field(..., max_length=40)
 
 
-def _enabled() -> None:
-    if not settings.AGENTOS_ENABLED:
-        raise DomainError("agentos_disabled", "The AgentOS integration is turned off (AGENTOS_ENABLED=False).",
-                          status=503)
-
-
 def _visible(request: HttpRequest, kb_id: str) -> KnowledgeBase:
-    _enabled()
+    agentos_enabled_check()
     if kb_id == "vault":
         return services.vault_for(user=request.auth)  # type: ignore[attr-defined]
     return kb_get_visible(user=request.auth, kb_id=kb_id)  # type: ignore[attr-defined]
@@ -121,14 +115,14 @@ def _owned(request: HttpRequest, kb_id: str) -> KnowledgeBase:
 
 @router.get("knowledge/", response={200: KnowledgeBaseList, **ERRORS})
 def kb_list(request: HttpRequest) -> Any:
-    _enabled()
+    agentos_enabled_check()
     rows = kb_list_visible(user=request.auth).select_related("owner").prefetch_related("shared_with", "agents")
     return {"knowledge_bases": [kb_to_dict(kb, viewer=request.auth) for kb in rows]}
 
 
 @router.post("knowledge/", response={201: KnowledgeBaseOut, **ERRORS})
 def kb_create(request: HttpRequest, payload: KnowledgeBaseIn) -> Any:
-    _enabled()
+    agentos_enabled_check()
     return idempotent(request, lambda: (201, kb_to_dict(services.kb_create(user=request.auth, **payload.dict()),
                                                         viewer=request.auth)))
 

@@ -3,18 +3,19 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from django.db import IntegrityError, transaction
 from django.http import HttpRequest
+from django.urls import reverse
 from ninja import Field, Router, Schema
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from apps.agents.selectors import agent_get_visible
-from apps.api.schemas import ErrorOut, JobAccepted
-from apps.chat.selectors import session_get_owned
-from apps.common import DomainError, NotFound
+from apps.api.idempotency import idempotent
+from apps.api.schemas import ErrorOut, JobAccepted, ObjectIn
+from apps.common import DomainError
+from apps.jobs.presenters import job_accepted_to_dict
 from apps.jobs.selectors import job_get_owned
-from apps.jobs.services import message_send
-from apps.webhooks.models import InboundDelivery, InboundHook, WebhookDelivery
+from apps.webhooks.inbound import inbound_hook_create, inbound_message_receive, inbound_signature_verify
+from apps.webhooks.models import InboundHook, WebhookDelivery
+from apps.webhooks.selectors import inbound_hook_get
 from apps.webhooks.services import webhook_redeliver, webhook_secret_get_or_create, webhook_secret_rotate
 
 router = Router(tags=["webhooks"])
@@ -25,11 +26,11 @@ class SecretOut(Schema):
     secret: str
 
 
-class HookIn(Schema):
+class HookIn(ObjectIn):
     agent_id: str = Field(..., min_length=1, max_length=40)
 
 
-class InboundIn(Schema):
+class InboundIn(ObjectIn):
     message: str
     session_id: Optional[str] = Field(None, max_length=40)
     callback_url: Optional[str] = Field(None, max_length=2000)
@@ -120,16 +121,17 @@ def deliveries_list(request: HttpRequest, job_id: str) -> Any:
 @router.post("jobs/{job_id}/deliveries/redeliver/", response={202: DeliveryOut, **ERRORS})
 def deliveries_redeliver(request: HttpRequest, job_id: str) -> Any:
     job = job_get_owned(user=request.auth, job_id=job_id)  # type: ignore[attr-defined]
-    return 202, delivery_to_dict(webhook_redeliver(job=job))
+    return idempotent(request, lambda: (202, delivery_to_dict(webhook_redeliver(job=job))))
 
 
 @router.post("hooks/", response={201: HookCreated, **ERRORS})
 def hooks_create(request: HttpRequest, payload: HookIn) -> Any:
     """An inbound address for an agent; the secret is shown once, here."""
     agent = agent_get_visible(user=request.auth, agent_id=payload.agent_id)  # type: ignore[attr-defined]
-    hook = InboundHook.objects.create(owner=request.auth, agent=agent)  # type: ignore[attr-defined]
+    hook = inbound_hook_create(user=request.auth, agent=agent)  # type: ignore[attr-defined]
     return 201, {"hook_id": hook.public_id, "agent_id": agent.public_id,
-                 "url": request.build_absolute_uri(f"/api/v1/agentos/hooks/{hook.public_id}/"),
+                 "url": request.build_absolute_uri(reverse("agentos:hooks_receive",
+                                                           kwargs={"hook_id": hook.public_id})),
                  "secret": hook.secret}
 
 
@@ -144,27 +146,14 @@ def hooks_list(request: HttpRequest) -> Any:
 def hooks_receive(request: HttpRequest, hook_id: str) -> Any:
     """An external system sends a message to the hook's agent, signed with the
     hook's secret (Standard Webhooks); no token, no CSRF. Stale timestamps
-    (over 5 min) and replayed webhook-ids are refused."""
-    hook = InboundHook.objects.select_related("owner", "agent").filter(public_id=hook_id, enabled=True).first()
-    if hook is None:
-        raise NotFound("hook")
-    try:
-        Webhook(hook.secret).verify(request.body, {k.lower(): v for k, v in request.headers.items()},
-                                    json_parse=False)
-    except WebhookVerificationError as exc:
-        raise DomainError("invalid_signature", f"Signature check failed: {exc}.", status=401) from None
+    (over 5 min) and replayed webhook-ids are refused. An Idempotency-Key is the
+    hook owner's, as if they had sent the message."""
+    hook = inbound_hook_get(hook_id=hook_id)
+    inbound_signature_verify(hook=hook, body=request.body, headers=request.headers)
     try:
         payload = InboundIn.model_validate_json(request.body)
     except ValueError as exc:
         raise DomainError("invalid_input", f"Body must be JSON with a message: {exc}".splitlines()[0]) from None
-    with transaction.atomic():
-        try:
-            with transaction.atomic():
-                InboundDelivery.objects.create(hook=hook, webhook_id=request.headers["webhook-id"][:200])
-        except IntegrityError:
-            raise DomainError("replayed", "This webhook-id was already received.", status=409) from None
-        session = session_get_owned(user=hook.owner, session_id=payload.session_id) if payload.session_id else None
-        job = message_send(user=hook.owner, agent=hook.agent, message=payload.message, session=session,
-                           callback_url=payload.callback_url or "")
-    return 202, {"job_id": job.public_id, "status": job.status, "session_id": job.session.public_id,
-                 "poll_url": f"/api/v1/agentos/jobs/{job.public_id}/"}
+    return idempotent(request, lambda: (202, job_accepted_to_dict(inbound_message_receive(
+        hook=hook, webhook_id=request.headers["webhook-id"], message=payload.message,
+        session_id=payload.session_id, callback_url=payload.callback_url or ""))), user=hook.owner)

@@ -1,10 +1,19 @@
-"""Reads for webhook deliveries."""
+"""Reads for webhook deliveries and inbound hooks."""
 from __future__ import annotations
 
-from apps.webhooks.models import WebhookDelivery
+from apps.common import NotFound
+from apps.webhooks.models import InboundHook, WebhookDelivery
 
 
 def delivery_log_ids(*, delivery_id: int) -> dict[str, str]:
     """The public ids a delivery's log lines carry: its job's and its own (empty if it is gone)."""
     row = WebhookDelivery.objects.filter(pk=delivery_id).values_list("job__public_id", "public_id").first()
     return {"job_id": row[0], "delivery_id": row[1]} if row else {}
+
+
+def inbound_hook_get(*, hook_id: str) -> InboundHook:
+    """An enabled inbound hook with its owner and agent; a disabled or unknown one does not exist."""
+    hook = InboundHook.objects.select_related("owner", "agent").filter(public_id=hook_id, enabled=True).first()
+    if hook is None:
+        raise NotFound("hook")
+    return hook

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
@@ -36,19 +36,17 @@ from apps.webhooks.ssrf import BlockedAddress, resolve_checked
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SCHEDULE = "0,5,300,1800,7200,18000,36000,50400,72000,86400"
 MAX_RETRY_AFTER = 86400
 USER_AGENT = "Opie-Webhooks/1"
 
 
 def retry_schedule() -> list[float]:
     """Seconds before attempt 1, 2, ...: Standard Webhooks' example schedule by default."""
-    raw = os.environ.get("AGENTOS_WEBHOOK_RETRY_SCHEDULE", DEFAULT_SCHEDULE)
-    return [float(part) for part in raw.split(",") if part.strip()]
+    return list(settings.AGENTOS_WEBHOOK_RETRY_SCHEDULE)
 
 
 def request_timeout() -> float:
-    return float(os.environ.get("AGENTOS_WEBHOOK_TIMEOUT", "15"))
+    return float(settings.AGENTOS_WEBHOOK_TIMEOUT)
 
 
 def callback_url_validate(*, url: str) -> None:

@@ -17,9 +17,10 @@ AGENTOS_WEBHOOK_ALLOW_PRIVATE=1 lifts the guard for local development.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _EXTRA_BLOCKED = [ipaddress.ip_network(n) for n in (
@@ -31,7 +32,7 @@ class BlockedAddress(Exception):
 
 
 def private_allowed() -> bool:
-    return os.environ.get("AGENTOS_WEBHOOK_ALLOW_PRIVATE", "").strip().lower() in ("1", "true", "yes", "on")
+    return bool(settings.AGENTOS_WEBHOOK_ALLOW_PRIVATE)
 
 
 def _unwrap(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

@@ -64,6 +64,14 @@ AGENTOS_WEBHOOK_MAX_CONNECTIONS = env_int("AGENTOS_WEBHOOK_MAX_CONNECTIONS", 500
 # Threads per worker process that send a finished job's webhook (its first attempt) from
 # the process that ended it; retries go through beat's dispatcher and the `webhooks` queue.
 AGENTOS_WEBHOOK_THREADS = env_int("AGENTOS_WEBHOOK_THREADS", 16)
+# Seconds before delivery attempt 1, 2, ... (Standard Webhooks' example schedule); after the
+# last one a delivery is failed.
+AGENTOS_WEBHOOK_RETRY_SCHEDULE = [float(seconds) for seconds in env_list(
+    "AGENTOS_WEBHOOK_RETRY_SCHEDULE", ["0", "5", "300", "1800", "7200", "18000", "36000", "50400", "72000", "86400"])]
+# One delivery attempt's HTTP timeout, seconds.
+AGENTOS_WEBHOOK_TIMEOUT = env_float("AGENTOS_WEBHOOK_TIMEOUT", 15.0)
+# Lets callbacks reach loopback and private addresses: for local development only (`make run` sets it).
+AGENTOS_WEBHOOK_ALLOW_PRIVATE = env_bool("AGENTOS_WEBHOOK_ALLOW_PRIVATE", False)
 
 # Queues /readyz requires a live worker on: all four, as the Procfile and Compose run a
 # worker for each (uploads would wait forever with no `knowledge` worker).

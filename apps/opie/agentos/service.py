@@ -23,7 +23,7 @@ from apps.chat.presenters import session_detail_to_dict, session_to_dict
 from apps.chat.selectors import session_get_owned, session_list, session_messages, session_summary_get_owned
 from apps.chat.services import session_create
 from apps.common import DomainError, NotFound
-from apps.jobs.presenters import job_to_dict
+from apps.jobs.presenters import job_accepted_to_dict, job_to_dict
 from apps.jobs.selectors import job_get_owned, job_list
 from apps.jobs.services import job_cancel_request, message_send, sync_job_create
 from apps.knowledge.services import vault_agent_ensure
@@ -117,8 +117,7 @@ class AgentOSService:
         session = session_get_owned(user=self.user, session_id=session_id) if session_id else None
         job = message_send(user=self.user, agent=agent, message=message, session=session,
                            callback_url=callback_url, multitask=multitask, timeout=timeout)
-        return {"job_id": job.public_id, "status": job.status, "session_id": job.session.public_id,
-                "poll_url": f"/api/v1/agentos/jobs/{job.public_id}/"}
+        return job_accepted_to_dict(job)
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         return job_to_dict(job_get_owned(user=self.user, job_id=job_id))

@@ -8,7 +8,6 @@ from functools import wraps
 from typing import Any, Callable
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -22,7 +21,7 @@ from apps.agents.selectors import agent_get_visible
 from apps.agents.tools import TOOLS
 from apps.chat.selectors import session_get_owned
 from apps.chat.services import session_delete, session_rename
-from apps.common import DomainError, NotFound
+from apps.common import AgentOSDisabled, DomainError, NotFound, agentos_enabled_check
 from apps.events.stream import event_stream_response, job_for_stream
 from apps.jobs.models import Job
 from apps.jobs.selectors import agent_metrics, job_get_owned
@@ -49,14 +48,18 @@ def agentos_enabled(view: View) -> View:
     if iscoroutinefunction(view):
         @wraps(view)
         async def awaited(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not settings.AGENTOS_ENABLED:
+            try:
+                agentos_enabled_check()
+            except AgentOSDisabled:
                 return await sync_to_async(_disabled)(request)
             return await view(request, *args, **kwargs)
         return awaited
 
     @wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not settings.AGENTOS_ENABLED:
+        try:
+            agentos_enabled_check()
+        except AgentOSDisabled:
             return _disabled(request)
         return view(request, *args, **kwargs)
     return wrapped
