@@ -25,14 +25,16 @@ run: install
 	AGENTOS_WEBHOOK_ALLOW_PRIVATE=$${AGENTOS_WEBHOOK_ALLOW_PRIVATE:-1} FLOWER_BASIC_AUTH=$$(cat var/flower-auth) OPIE_WEB_PORT=$(PORT) OPIE_FLOWER_PORT=$(FLOWER_PORT) \
 		$(BIN)/honcho --procfile Procfile start
 
-## test: which way imports go (lint-imports), then the whole suite against real PostgreSQL, Redis,
+## test: the static checks (make lint), then the whole suite against real PostgreSQL, Redis,
 ## Celery workers and Chromium
-test: install browser
-	$(BIN)/lint-imports
+test: lint browser
 	$(BIN)/python -m pytest
 
-## lint: static checks, one line per tool (lint-imports: the layers in pyproject.toml)
+## lint: static checks, one line per tool, configured in pyproject.toml: ruff (style, imports,
+## bugbear), mypy with django-stubs, lint-imports (which way imports may go)
 lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 ## browser: Debian's Chromium for the browser tests (never a downloaded browser)

@@ -17,6 +17,7 @@ from django.conf import settings
 from kombu import Exchange, Queue
 
 from apps.task_routes import QUEUES, celery_task_routes
+
 # also registers the pool's remote-control commands here: `celery -A celery_app inspect
 # opie_pool_stats` refuses a command its own process does not know
 from workers.control import PoolStatsStep

@@ -50,8 +50,8 @@ def agentos_enabled_check() -> None:
         raise AgentOSDisabled()
 
 
-def fetch_instances(sql: str, params: list[Any], *models: type[Model], fields: dict[type[Model], list[str]] | None = None
-                    ) -> list[Model | None] | None:
+def fetch_instances(sql: str, params: list[Any], *models: type[Model],
+                    fields: dict[type[Model], list[str]] | None = None) -> list[Model | None] | None:
     """The first row of `sql` as model instances, one per model, or None when it finds no row.
 
     The hot path's lookups (a token, a job) are one indexed read for PostgreSQL,

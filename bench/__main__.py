@@ -24,7 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench.layout import free_port, stop_process as stop
+from bench.layout import free_port
+from bench.layout import stop_process as stop
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "bench"

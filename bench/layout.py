@@ -515,7 +515,7 @@ class Child:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.stop()
-            raise RuntimeError(f"{self.name} did not finish in {timeout:.0f} s; see {self.log}")
+            raise RuntimeError(f"{self.name} did not finish in {timeout:.0f} s; see {self.log}") from None
         self._out.close()
         self._err.close()
         if self.proc.returncode != 0:

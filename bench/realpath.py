@@ -31,8 +31,22 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.layout import (PROCFILE, PY, VAR, Child, Layout, Say, ensure_concurrency, pct, purge_and_settle,
-                          quiet_httpx, say, standalone_setup, terminate_on_signals, total_cpu)
+from bench.layout import (
+    PROCFILE,
+    PY,
+    VAR,
+    Child,
+    Layout,
+    Say,
+    ensure_concurrency,
+    pct,
+    purge_and_settle,
+    quiet_httpx,
+    say,
+    standalone_setup,
+    terminate_on_signals,
+    total_cpu,
+)
 
 LABEL = "7"
 MIX = "webhook,longpoll,sse,poll"

@@ -34,8 +34,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.layout import (PROCFILE, PY, VAR, Child, Layout, Say, ensure_concurrency, pct, purge_and_settle,
-                          quiet_httpx, say, standalone_setup, terminate_on_signals)
+from bench.layout import (
+    PROCFILE,
+    PY,
+    VAR,
+    Child,
+    Layout,
+    Say,
+    ensure_concurrency,
+    pct,
+    purge_and_settle,
+    quiet_httpx,
+    say,
+    standalone_setup,
+    terminate_on_signals,
+)
 
 LABEL = "8"
 AGENTS = 10

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("opie_log_context", default={})
+# never mutated: log_context sets a new dict each time
+_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("opie_log_context", default={})  # noqa: B039
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {

@@ -3,7 +3,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.urls import path
 
-from config.urls import handler403, handler404, handler500, urlpatterns as real  # noqa: F401 (Django reads them here)
+from config.urls import handler403, handler404, handler500  # noqa: F401 (Django reads them here)
+from config.urls import urlpatterns as real
 
 
 def boom(request: HttpRequest) -> HttpResponse:

@@ -23,7 +23,7 @@ from django.test import override_settings
 from apps.agents.models import Agent
 from apps.chat.models import ChatMessage, ChatSession
 from tests.conftest import ROOT, wait_for_job, worker_env
-from tests.factories import make_agent, make_token, make_user
+from tests.factories import make_agent, make_token
 
 pytestmark = pytest.mark.worker
 

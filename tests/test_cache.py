@@ -21,7 +21,7 @@ from django.test.utils import CaptureQueriesContext
 from apps.agents.models import Agent
 from apps.agents.services import agent_update
 from apps.agents.sync import agent_sync_one
-from apps.cache import PERMS_PUBLIC, agent_key, perms_key, read, read_many, session_key
+from apps.cache import PERMS_PUBLIC, agent_key, perms_key, read_many, session_key
 from apps.chat.models import ChatSession
 from apps.chat.services import session_delete, session_rename
 from apps.jobs.lifecycle import job_claim, job_succeed_message

@@ -171,8 +171,8 @@ def audit(job_ids: list[str], *, expect: str = "succeeded") -> dict[str, Any]:
             ra, rb = reply_of[a.pk].metrics, reply_of[b.pk].metrics
             counted = bool(ra.get("input_tokens") and rb.get("input_tokens"))
             pairs_checked += counted
-            stale = counted and rb["input_tokens"] < (
-                ra["input_tokens"] + ra.get("output_tokens", 0) + len(asked.get(b.input.get("message_id"), "x").split()))
+            asked_words = len(asked.get(b.input.get("message_id"), "x").split())
+            stale = counted and rb["input_tokens"] < ra["input_tokens"] + ra.get("output_tokens", 0) + asked_words
             out_of_order += stale or reply_of[b.pk].pk < reply_of[a.pk].pk
     return {"accepted": len(set(job_ids)), "completed": sum(1 for j in jobs if j.status == expect),
             "lost": len(set(job_ids)) - sum(1 for j in jobs if j.status in Job.TERMINAL),

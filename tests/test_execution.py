@@ -7,8 +7,8 @@ import pytest
 
 from apps.agents.services import agent_update
 from apps.chat.models import ChatMessage
-from apps.jobs.models import Job
 from apps.jobs.lifecycle import job_claim, job_fail, job_succeed_message
+from apps.jobs.models import Job
 from apps.jobs.services import message_send
 from apps.jobs.sweeper import jobs_sweep
 from workers.execution import execute_message_job

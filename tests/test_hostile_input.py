@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from hypothesis import HealthCheck, assume, example, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, assume, example, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from apps.agents.models import Agent
@@ -369,8 +371,8 @@ def test_any_change_to_body_id_or_timestamp_breaks_the_signature(body, webhook_i
 
 @pytest.mark.django_db
 @hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(message=text.filter(lambda m: "\x00" not in m and m.strip()), change=st.sampled_from(["body", "id", "timestamp"]),
-       n=st.integers(min_value=0, max_value=10**9))
+@given(message=text.filter(lambda m: "\x00" not in m and m.strip()),
+       change=st.sampled_from(["body", "id", "timestamp"]), n=st.integers(min_value=0, max_value=10**9))
 def test_the_inbound_hook_refuses_every_tampered_request(client, api, agent, message, change, n):
     hook = api.post(f"{API}hooks/", {"agent_id": agent.public_id}, content_type="application/json").json()
     raw = json.dumps({"message": message})

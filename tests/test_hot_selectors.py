@@ -175,6 +175,7 @@ def test_the_agent_lookup_and_the_agent_list_apply_one_visibility_rule(user, set
             assert len(queries) == 1, [q["sql"] for q in queries]
         assert found == listed, viewer
     alice_sees = set(agent_list_visible(user=user).values_list("public_id", flat=True))
-    assert alice_sees == {agents[i].public_id for i in (0, 1, 3, 4, 6)} | ({vault.public_id} if include_vault else set())
+    vault_seen = {vault.public_id} if include_vault else set()
+    assert alice_sees == {agents[i].public_id for i in (0, 1, 3, 4, 6)} | vault_seen
     looked_up = agent_get_visible(user=user, agent_id=agents[4].public_id)
     assert fields_of(looked_up) == fields_of(Agent.objects.get(pk=agents[4].pk))

@@ -80,7 +80,7 @@ def test_an_upload_is_ingested_and_search_ranks_the_relevant_chunk_first(http, k
         accepted = upload(http, kb, name, text.encode())
         assert accepted.status_code == 202 and accepted.json()["status"] == "pending"
         documents[name] = accepted.json()
-    for name, document in documents.items():
+    for document in documents.values():
         wait_job = wait_for_job(http, document["job_id"], timeout=90)
         assert wait_job["status"] == "succeeded" and wait_job["kind"] == "ingest"
         ready = wait_document(http, kb, document["id"])

@@ -9,8 +9,14 @@ from typing import Any, Iterator
 
 import pytest
 
-from config.logging import (ContextFilter, JsonFormatter, PlainFormatter, current_log_context, log_context,
-                            logging_config)
+from config.logging import (
+    ContextFilter,
+    JsonFormatter,
+    PlainFormatter,
+    current_log_context,
+    log_context,
+    logging_config,
+)
 from tests.conftest import wait_for_job
 from tests.factories import make_agent
 
@@ -66,7 +72,7 @@ def test_the_plain_format_appends_the_ids_before_the_traceback(captured):
 
     with log_context(job_id="job-abc", agent_id="agent-1", session_id="sess-x", delivery_id="whd-9"):
         try:
-            1 / 0
+            raise ZeroDivisionError("division by zero")
         except ZeroDivisionError:
             logger.exception("boom")
     logger.warning("no job here")

@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
-from django.conf import settings
 
 from apps.chat.models import ChatMessage
 from apps.jobs.models import Job

@@ -130,7 +130,8 @@ def test_rotating_the_webhook_secret_in_the_account_page_changes_it(alice, mallo
     from apps.webhooks.models import WebhookSecret
 
     def shown(client: Client) -> str:
-        return client.get("/agentos/account/").content.decode().split('<code id="webhook-secret">')[1].split("</code>")[0]
+        page = client.get("/agentos/account/").content.decode()
+        return page.split('<code id="webhook-secret">')[1].split("</code>")[0]
 
     before, theirs = shown(alice), shown(mallory)
 

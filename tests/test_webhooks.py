@@ -8,7 +8,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from apps.jobs.models import Job
 from apps.jobs.services import message_send
@@ -210,7 +210,7 @@ def test_rotating_the_secret_changes_the_signature(api, user, agent, dev):
     request = receiver.requests[0]
     assert new != old
     Webhook(new).verify(request["body"], request["headers"])
-    with pytest.raises(Exception):
+    with pytest.raises(WebhookVerificationError):
         Webhook(old).verify(request["body"], request["headers"])
 
 
@@ -223,7 +223,8 @@ def test_redeliver_sends_again_with_the_same_webhook_id(api, user, agent, dev):
         deliver_until_settled()
 
     assert response.status_code == 202
-    assert [r["headers"]["webhook-id"] for r in receiver.requests] == [receiver.requests[0]["headers"]["webhook-id"]] * 2
+    first_id = receiver.requests[0]["headers"]["webhook-id"]
+    assert [r["headers"]["webhook-id"] for r in receiver.requests] == [first_id] * 2
 
 
 @pytest.mark.django_db

@@ -59,9 +59,9 @@ def test_a_tool_call_through_the_worker_is_recorded(http, start_worker, user):
 
 
 def test_one_worker_process_holds_a_hundred_slow_runs_in_flight_at_once(http, start_worker, user):
-    from django.db import connection
-
     from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
 
     start_worker(concurrency=100)
     agent = make_agent(user, model_options={"latency_ms": 8000})

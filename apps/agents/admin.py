@@ -8,8 +8,8 @@ from django.http import HttpRequest
 
 from apps.agents.models import Agent
 from apps.agents.providers import validate_model_spec
-from apps.common import DomainError
 from apps.agents.services import agent_audience, agent_cache_invalidate_on_commit
+from apps.common import DomainError
 
 
 class AgentForm(forms.ModelForm):

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator
 
 from agno.exceptions import ModelProviderError
+from agno.metrics import MessageMetrics
 from agno.models.base import Model
 from agno.models.message import Message
-from agno.metrics import MessageMetrics
 from agno.models.response import ModelResponse
 
 from apps.agents.cancellation import wait_cancelled

@@ -15,8 +15,25 @@ from apps.api.auth import BearerToken
 from apps.api.errors import install_error_handlers
 from apps.api.idempotency import idempotent
 from apps.api.ratelimit import check_job_rate
-from apps.api.schemas import (AgentIn, AgentList, AgentOut, AgentPatch, ErrorOut, InfoOut, JobAccepted, JobList,
-                              JobKind, JobOut, JobStatus, SendMessageIn, SessionCreateIn, SessionDetail, SessionList, SessionOut, SyncIn)
+from apps.api.schemas import (
+    AgentIn,
+    AgentList,
+    AgentOut,
+    AgentPatch,
+    ErrorOut,
+    InfoOut,
+    JobAccepted,
+    JobKind,
+    JobList,
+    JobOut,
+    JobStatus,
+    SendMessageIn,
+    SessionCreateIn,
+    SessionDetail,
+    SessionList,
+    SessionOut,
+    SyncIn,
+)
 from apps.common import DomainError, agentos_enabled_check
 from apps.events.api import router as events_router
 from apps.events.waiting import job_wait

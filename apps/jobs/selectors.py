@@ -13,7 +13,6 @@ from apps.chat.models import ChatSession
 from apps.common import DomainError, NotFound, columns, fetch_instances
 from apps.jobs.models import Job
 
-
 # the job with its agent's and session's public ids (all the job's JSON needs of them; other
 # fields of theirs load on first use): every poll, long-poll and stream starts with this lookup
 _OWNED_JOB_SQL = (

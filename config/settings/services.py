@@ -5,7 +5,6 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from config.env import env_bool, env_float, env_int, env_str
 
-
 # connections per process, pooled; 0 (the default): no pool (see database_from_url)
 DB_POOL_SIZE = env_int("DB_POOL_SIZE", 0)
 # threads per web process for sync work (sync views, middleware, the ORM calls of async

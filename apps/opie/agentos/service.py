@@ -16,8 +16,13 @@ from django.db.models import Q, QuerySet
 from apps import task_routes
 from apps.agents.broadcast import pool_stats
 from apps.agents.presenters import agent_to_dict, agent_view
-from apps.agents.selectors import (agent_get_owned, agent_get_visible, agent_ids_visible, agent_snapshot_get_visible,
-                                   agent_snapshots_visible)
+from apps.agents.selectors import (
+    agent_get_owned,
+    agent_get_visible,
+    agent_ids_visible,
+    agent_snapshot_get_visible,
+    agent_snapshots_visible,
+)
 from apps.agents.services import agent_create, agent_delete, agent_update
 from apps.chat.presenters import session_detail_to_dict, session_to_dict
 from apps.chat.selectors import session_get_owned, session_list, session_messages, session_summary_get_owned

@@ -54,8 +54,9 @@ class Command(BaseCommand):
         if user_id is not None:
             os.environ["OPIE_AGENTOS_USER_ID"] = str(user_id)
         scope = f"agents user {user_id} may use" if user_id is not None else "all enabled agents"
+        reloading = " with reload" if reload else ""
         self.stdout.write(f"AgentOS serving {scope} on http://{host}:{port} "
-                          f"(Authorization: Bearer <Opie API token>; /health is open){' with reload' if reload else ''}")
+                          f"(Authorization: Bearer <Opie API token>; /health is open){reloading}")
         self.stdout.flush()
         log_level = "debug" if settings.AGENTOS_DEBUG else "info"
         if reload:
