@@ -276,6 +276,21 @@ def hook(api, agent):
 
 
 @pytest.mark.django_db
+def test_creating_a_hook_twice_with_one_idempotency_key_makes_one_hook(api, agent):
+    from apps.webhooks.models import InboundHook
+
+    body = {"agent_id": agent.public_id}
+    first = api.post("/api/v1/agentos/hooks/", body, content_type="application/json",
+                     headers={"Idempotency-Key": "hook-1"})
+    again = api.post("/api/v1/agentos/hooks/", body, content_type="application/json",
+                     headers={"Idempotency-Key": "hook-1"})
+
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again["Idempotent-Replayed"] == "true"
+    assert InboundHook.objects.filter(agent=agent).count() == 1
+
+
+@pytest.mark.django_db
 def test_a_signed_inbound_message_starts_a_job_without_a_token(client, hook, user):
     response = post_signed(client, hook, {"message": "from outside"})
 

@@ -126,13 +126,18 @@ def deliveries_redeliver(request: HttpRequest, job_id: str) -> Any:
 
 @router.post("hooks/", response={201: HookCreated, **ERRORS})
 def hooks_create(request: HttpRequest, payload: HookIn) -> Any:
-    """An inbound address for an agent; the secret is shown once, here."""
+    """An inbound address for an agent; the secret is shown once, here (and to a retry
+    with the same Idempotency-Key, which gets the same hook)."""
     agent = agent_get_visible(user=request.auth, agent_id=payload.agent_id)  # type: ignore[attr-defined]
-    hook = inbound_hook_create(user=request.auth, agent=agent)  # type: ignore[attr-defined]
-    return 201, {"hook_id": hook.public_id, "agent_id": agent.public_id,
-                 "url": request.build_absolute_uri(reverse("agentos:hooks_receive",
-                                                           kwargs={"hook_id": hook.public_id})),
-                 "secret": hook.secret}
+
+    def create() -> tuple[int, dict[str, Any]]:
+        hook = inbound_hook_create(user=request.auth, agent=agent)  # type: ignore[attr-defined]
+        return 201, {"hook_id": hook.public_id, "agent_id": agent.public_id,
+                     "url": request.build_absolute_uri(reverse("agentos:hooks_receive",
+                                                               kwargs={"hook_id": hook.public_id})),
+                     "secret": hook.secret}
+
+    return idempotent(request, create)
 
 
 @router.get("hooks/", response={200: HookList, **ERRORS})
