@@ -486,8 +486,14 @@ def limits(r: dict[str, Any]) -> str:
         "with PostgreSQL.",
         f"- **1,000 × 1 s jobs (7c).** {slow['first_submit_to_last_webhook_s'] or 0:.2f} s first submit → last "
         f"webhook; accepting 1,000 messages alone took {slow['submit']['wall_s']:.1f} s "
-        f"({slow['submit']['accepted_per_s']:.0f}/s), and each job's claim, history, run, reply and webhook "
-        "cost the one worker process CPU while the others wait on their models.",
+        f"({slow['submit']['accepted_per_s']:.0f}/s). CPU per job: "
+        + ", ".join(f"{name} {ms:.1f}" for name, ms in slow["cpu_ms_per_job"].items())
+        + f" ms, **{sum(slow['cpu_ms_per_job'].values()):.1f} ms in all**: 1,000 jobs are "
+        f"{sum(slow['cpu_ms_per_job'].values()):.1f} CPU-seconds, at least "
+        f"{sum(slow['cpu_ms_per_job'].values()) / 2:.1f} s on two cores, and the agents worker's share "
+        f"({slow['cpu_ms_per_job'].get('agents worker', 0):.1f} ms a job: claim, history, agno's run, reply, "
+        "webhook) runs in one process under one GIL. 4 s would need about 6 ms per job for everything "
+        "((4 s − the 1 s run) × 2 cores / 1,000 jobs).",
         f"- **Polling clients (7a).** When jobs are accepted faster than they drain, every job of the "
         "poll-once-a-second quarter polls for as long as the backlog lasts: the web's CPU per job grows with "
         f"the backlog ({cpu.get('web', 0):.1f} ms here, where a send alone costs about 6 ms) and takes cores "
