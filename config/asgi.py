@@ -23,6 +23,7 @@ on the event loop for requests an async view answers (apps.opie.middleware).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 import weakref
@@ -90,10 +91,21 @@ class OpieASGIHandler(ASGIHandler):
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                tune_gc()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def tune_gc() -> None:
+    """Once the app is loaded: what is alive now (Django, the URLconf, the API's schemas:
+    most of a process's objects) is left out of every later collection, and young
+    objects are collected less often (WEB_GC_THRESHOLDS), so a full collection, which
+    walks every object the open streams and long-polls hold, seldom stops the loop."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*settings.WEB_GC_THRESHOLDS)
 
 
 application = OpieASGIHandler()

@@ -235,3 +235,16 @@ def test_static_files_are_served_whole_by_the_asgi_application(live_server, recw
     assert response.status_code == 200 and response.content == asset.read_bytes()
     assert int(response.headers["Content-Length"]) == asset.stat().st_size
     assert not [w for w in recwarn if "synchronous iterators" in str(w.message)]
+
+
+def test_the_web_collects_garbage_rarely_and_never_walks_what_it_loaded_at_start(live_server, settings):
+    """With thousands of waiters open, a full collection over every live object stopped the
+    event loop for up to a second: at start-up the server freezes what it loaded and raises
+    the collector's thresholds (WEB_GC_THRESHOLDS)."""
+    import gc
+
+    assert httpx.get(f"{live_server.url}/healthz", timeout=10).status_code == 200
+    assert gc.get_threshold() == tuple(settings.WEB_GC_THRESHOLDS)
+    young, middle, full = settings.WEB_GC_THRESHOLDS
+    assert young * middle * full >= 1000 * 700 * 10 * 10, "full collections at least a thousand times rarer"
+    assert gc.get_freeze_count() > 10_000, "Django, the URLconf and the API are out of every collection"

@@ -10,6 +10,11 @@ DB_POOL_SIZE = env_int("DB_POOL_SIZE", 0)
 # threads per web process for sync work (sync views, middleware, the ORM calls of async
 # views), each with a persistent connection; waiting clients hold none (config/asgi.py)
 WEB_THREADS = env_int("WEB_THREADS", 16)
+# the web's garbage collector (config/asgi.py, at start-up): gen0,gen1,gen2 thresholds. With
+# thousands of waiters open, a full collection walks every live object and stopped the event
+# loop for 0.5-1 s, every second or two, on a 2-core machine; these make full collections
+# about a thousand times rarer (Python's defaults: 700,10,10) and keep young ones short
+WEB_GC_THRESHOLDS = tuple(int(part) for part in env_str("WEB_GC_THRESHOLDS", "5000,20,1000").split(","))
 
 
 def database_from_url(url: str) -> dict[str, object]:
