@@ -507,7 +507,14 @@ def limits(r: dict[str, Any]) -> str:
         "for the agents worker's 20 pooled connections: an ending that waits past DB_POOL_TIMEOUT is retried "
         "while the job stays "
         "tracked, and the lease watcher renews on a connection of its own, so no finished run is thrown away "
-        "and run again (which is what left long-polls unanswered before).",
+        "and run again (which is what left long-polls unanswered before). The probe's p99 "
+        f"(GET {w['probe']['get']['p99_ms'] or 0:.0f} ms, send-message {w['probe']['send']['p99_ms'] or 0:.0f} ms, "
+        f"p50 {w['probe']['get']['p50_ms'] or 0:.0f} / {w['probe']['send']['p50_ms'] or 0:.0f} ms) comes from stalls "
+        "of up to a second in a 20 s window. Python's garbage collector caused such stalls (a full collection "
+        "over ~900,000 objects every second or two, 0.5-1 s each, seen with `gc.callbacks`) until the web set "
+        "WEB_GC_THRESHOLDS; with it, a run alone logged no collection over 0.2 s while the probe ran, so the "
+        "rest of the stalls is not found yet. Run alone, the scenario measured GET p99 36, 300, 895 and 2,262 ms "
+        "in four runs (the last one with Python's default thresholds).",
         f"- **Tuned overhead (2).** Accepted → succeeded p50 {o['p50_ms']:.1f} ms: API {o['api_p50_ms']:.1f}, queue "
         f"wait {o['queue_wait_p50_ms']:.1f}, worker {o['worker_p50_ms']:.1f} ms (agno run {o['agno_run_p50_ms']:.1f}).",
         f"- **I/O-bound scaling (4).** {s['jobs']} one-second runs took {s['opie_s']:.1f} s on one worker process "
