@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.layout import free_port, stop_process
+from bench.layout import answers_ok, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -60,17 +60,12 @@ def _start(name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[
 
 
 def _wait_health(url: str, proc: subprocess.Popen[bytes], name: str) -> None:
-    import httpx
-
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited; see {_var() / 'logs' / (name + '.log')}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+        if answers_ok(f"{url}/health", 2):
+            return
         time.sleep(0.2)
     raise RuntimeError(f"{name} never answered /health")
 

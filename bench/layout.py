@@ -71,6 +71,16 @@ def bench_environ() -> dict[str, str]:
     return env
 
 
+def answers_ok(url: str, timeout: float) -> bool:
+    """Whether `url` answers 200 now (a server still starting refuses, or answers 503)."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -311,26 +321,16 @@ class Layout:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
-        import httpx
-
         deadline = time.monotonic() + timeout
         pending = {"readyz"} if "web" in self.procs else set()
         if "flower" in self.procs:
             pending.add("flower")
         while True:
             self.check_alive()
-            if "readyz" in pending:
-                try:
-                    if httpx.get(f"{self.base}/readyz", timeout=5).status_code == 200:
-                        pending.discard("readyz")
-                except httpx.HTTPError:
-                    pass
-            if "flower" in pending:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{self.flower_port}/healthcheck", timeout=5).status_code == 200:
-                        pending.discard("flower")
-                except httpx.HTTPError:
-                    pass
+            if "readyz" in pending and answers_ok(f"{self.base}/readyz", 5):
+                pending.discard("readyz")
+            if "flower" in pending and answers_ok(f"http://127.0.0.1:{self.flower_port}/healthcheck", 5):
+                pending.discard("flower")
             if not pending:
                 return
             if time.monotonic() > deadline:
@@ -354,16 +354,11 @@ class Layout:
     def procs_ready_via_web(self, timeout: float = 120) -> None:
         if "web" not in self.procs:
             return
-        import httpx
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            if answers_ok(f"{self.base}/readyz", 5):
+                return
             time.sleep(0.5)
         raise RuntimeError("web /readyz did not turn ready after the restart")
 
