@@ -5,6 +5,11 @@ Errors inside an agno run do not raise (agno returns status=error), so the
 outcome is read from `RunOutput.status`. The run streams: its reply's text
 goes out live as `content.delta` (pub/sub only, see workers.streaming), and
 the reply is written once at the end, as without streaming.
+
+A run that pauses before a tool needing approval or input is stored with its
+pending actions and the job is let go (`job_pause`); once they are decided the
+job is queued again, and whichever worker claims it continues the stored run
+(workers.paused) instead of starting a new one.
 """
 from __future__ import annotations
 
@@ -19,12 +24,14 @@ from django.db import connection
 
 from apps.chat.selectors import run_history
 from apps.events.services import job_event_append
-from apps.jobs.lifecycle import job_end_cancelled, job_succeed_message
+from apps.jobs.actions import resumable_pause
+from apps.jobs.lifecycle import job_end_cancelled, job_pause, job_succeed_message
 from apps.jobs.models import Job
 from apps.knowledge.selectors import chunks_search
 from workers.harness import JobFailed, job_run
+from workers.paused import GatedCalls, pause_actions, pause_state, paused_run
 from workers.pool import get_pool
-from workers.streaming import ContentRelay, run_streamed
+from workers.streaming import ContentRelay, continue_streamed, run_streamed
 from workers.watcher import until_written
 
 logger = logging.getLogger(__name__)
@@ -51,12 +58,17 @@ def _history(job: Job) -> list[Any]:
                                                                                   job_id=job.pk)]
 
 
-def _tool_events(job: Job) -> Callable[..., Any]:
-    """An agno tool hook that reports each tool call as a live job event."""
+def _tool_events(job: Job, gated: GatedCalls | None = None) -> Callable[..., Any]:
+    """An agno tool hook that reports each tool call as a live job event; a call a
+    person approved runs through `gated`, at most once however often the run continues."""
     def hook(function_name: str, function_call: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+        action_id = gated.take(function_name, arguments) if gated is not None else None
         job_event_append(job=job, type="tool_call.started", data={"name": function_name, "arguments": arguments})
         started = time.perf_counter()
-        result = function_call(**arguments)
+        if action_id is not None:
+            result = gated.run(action_id, lambda: function_call(**arguments))  # type: ignore[union-attr]
+        else:
+            result = function_call(**arguments)
         job_event_append(job=job, type="tool_call.completed", data={
             "name": function_name, "arguments": arguments, "result": str(result)[:2000],
             "duration_ms": round((time.perf_counter() - started) * 1000, 3)})
@@ -112,15 +124,26 @@ def _answer(job: Job) -> str:
         raise JobFailed("agent_unavailable", "The agent was deleted or disabled.")
     pool = get_pool()
     started = time.perf_counter()
-    history = _history(job)
     parts = pool.parts_for(agent)
-    sources = _sources(parts.knowledge_ids, history)
-    runner = pool.checkout(parts, user=job.owner, session_id=job.session.public_id,
-                           tool_hooks=[_tool_events(job)], context=_sources_context(sources))
-    release_connection_if_busy(pool.stats.in_flight)  # the task adapter counts this job in flight
     relay = ContentRelay(job.public_id, settings.AGENTOS_STREAM_INTERVAL_MS)
-    output = run_streamed(runner, history, relay=relay, session_id=job.session.public_id,
-                          user_id=str(job.owner_id), run_id=job.public_id)
+    ids = {"session_id": job.session.public_id, "user_id": str(job.owner_id)}
+    pause = resumable_pause(job=job)
+    if pause is not None:  # decided: continue the stored run where it stopped
+        paused, sources = paused_run(pause)
+        runner = pool.checkout(parts, user=job.owner, session_id=job.session.public_id,
+                               tool_hooks=[_tool_events(job, GatedCalls(pause))], context=_sources_context(sources))
+        release_connection_if_busy(pool.stats.in_flight)
+        output = continue_streamed(runner, paused, relay=relay, **ids)
+    else:
+        history = _history(job)
+        sources = _sources(parts.knowledge_ids, history)
+        runner = pool.checkout(parts, user=job.owner, session_id=job.session.public_id,
+                               tool_hooks=[_tool_events(job)], context=_sources_context(sources))
+        release_connection_if_busy(pool.stats.in_flight)  # the task adapter counts this job in flight
+        output = run_streamed(runner, history, relay=relay, run_id=job.public_id, **ids)
+    if output.status == RunStatus.paused:  # a tool waits for a person: store the run, let the job go
+        state, actions = pause_state(output, sources), pause_actions(output)
+        return until_written(lambda: job_pause(job=job, run_state=state, actions=actions))
     if output.status == RunStatus.cancelled:
         return until_written(lambda: "cancelled" if job_end_cancelled(job=job) else "dropped")
     if output.status != RunStatus.completed:

@@ -54,7 +54,7 @@ def worker_name() -> str:
 def job_run(job_id: int, *, kind: str, body: Body, logger: logging.Logger,
             log_ids: Callable[[Job], dict[str, Any]] | None = None) -> str:
     """Run one attempt of job `job_id` with `body`. Returns what happened, for logs:
-    skipped | succeeded | failed | cancelled | dropped. `log_ids`: ids the job's
+    skipped | succeeded | failed | cancelled | paused | dropped. `log_ids`: ids the job's
     lines carry besides its own, its agent's and its session's; `logger`: the
     kind's, so each kind's lines keep their logger's name."""
     job = job_claim(job_id=job_id, worker=worker_name())

@@ -74,10 +74,22 @@ def run_streamed(runner: Any, message: Any, *, relay: ContentRelay, **run_kwargs
 
     agno's streamed run yields the RunOutput last (`yield_run_output`), except
     when the run errored: then it ends with a RunErrorEvent, which becomes an
-    error RunOutput here, so the caller reads `status` as before."""
+    error RunOutput here, so the caller reads `status` as before. A run that
+    paused for a person ends with its paused RunOutput."""
+    return _streamed(runner.run(message, stream=True, yield_run_output=True, **run_kwargs), relay=relay,
+                     **run_kwargs)
+
+
+def continue_streamed(runner: Any, run_response: Any, *, relay: ContentRelay, **run_kwargs: Any) -> Any:
+    """`runner.continue_run(run_response, stream=True)` of a paused run, as `run_streamed`."""
+    return _streamed(runner.continue_run(run_response=run_response, stream=True, yield_run_output=True,
+                                         **run_kwargs), relay=relay, run_id=run_response.run_id, **run_kwargs)
+
+
+def _streamed(stream: Any, *, relay: ContentRelay, **run_kwargs: Any) -> Any:
     output: Any = None
     error: Any = None
-    with closing(runner.run(message, stream=True, yield_run_output=True, **run_kwargs)) as events:
+    with closing(stream) as events:
         for event in events:
             if isinstance(event, RunContentEvent):
                 if isinstance(event.content, str) and event.content:

@@ -33,7 +33,7 @@ class AgentParts:
     description: str
     instructions: str
     model: Any
-    tools: list[Callable[..., str]] = field(default_factory=list)
+    tools: list[Any] = field(default_factory=list)  # functions, or agno tools that pause the run
     # the knowledge bases its runs retrieve from; attaching, detaching, sharing or
     # deleting one bumps the agent's version, so this is fixed per (pk, version)
     knowledge_ids: tuple[int, ...] = ()
@@ -67,7 +67,7 @@ def config_dict(django_agent: DjangoAgent) -> dict[str, Any]:
     return {"name": django_agent.name, "description": django_agent.description,
             "instructions": django_agent.instructions, "provider": django_agent.model_provider,
             "model": django_agent.model_id, "options": django_agent.model_options, "tools": django_agent.tools,
-            "settings": settings_part}
+            "tool_policies": django_agent.tool_policies or {}, "settings": settings_part}
 
 
 def build_parts(django_agent: DjangoAgent, *, pooled: bool = True) -> AgentParts:
@@ -79,7 +79,8 @@ def build_parts(django_agent: DjangoAgent, *, pooled: bool = True) -> AgentParts
     return AgentParts(
         key=(django_agent.pk, django_agent.version), public_id=django_agent.public_id,
         name=django_agent.name, description=django_agent.description,
-        instructions=django_agent.instructions, model=model, tools=tool_functions(django_agent.tools or []),
+        instructions=django_agent.instructions, model=model,
+        tools=tool_functions(django_agent.tools or [], django_agent.tool_policies),
         knowledge_ids=tuple(agent_knowledge_ids(agent=django_agent)),
         build_ms=(time.perf_counter() - started) * 1000)
 

@@ -5,7 +5,12 @@ user turns it was given, so a reply shows both the message and the history.
 Conventions the tests and the demo rely on:
 
 - `/tool <name> <argument>` calls that tool (when the agent has it) with the
-  argument, then answers `<name> returned: <result>`;
+  argument, then answers `<name> returned: <result>`; `/tool a x; b y` calls
+  them one after the other (one model turn each), then answers a line per
+  call. A tool whose policy is `approve` or `input` pauses the run at its call
+  (apps.agents.tools), so `/tool calculator 2+2` on an agent whose calculator
+  needs approval is the offline way to reach a paused run, and `;` makes a run
+  pause several times;
 - `/fail <reason>` makes the provider fail, like an upstream 5xx;
 - option `latency_ms` takes that long per model call, like a slow LLM; a
   streamed answer is spread over that time in several chunks (first chunk
@@ -50,6 +55,13 @@ def _from_sources(messages: list[Message]) -> str:
     return ""
 
 
+def _commands(text: str) -> list[str]:
+    """The tool calls a `/tool a x; b y` message asks for, in order."""
+    if not text.startswith("/tool "):
+        return []
+    return [part.strip() for part in text[6:].split(";") if part.strip()]
+
+
 # a streamed answer comes in at least this many pieces (fewer only when it is shorter)
 _MIN_CHUNKS = 6
 
@@ -69,15 +81,25 @@ class LocalModel(Model):
         last = messages[-1] if messages else Message(role="user", content="")
         users = [m for m in messages if m.role == "user"]
         if last.role == "tool":
-            reply = f"{last.tool_name} returned: {_text(last)}"
-            return self._response(messages, content=reply)
+            return self._after_tool(messages, tools or [])
         text = _text(last).strip()
         if text.startswith("/fail"):
             raise ModelProviderError(text[5:].strip() or "local provider failure", status_code=502,
                                      model_name=self.name, model_id=self.id)
         if text.startswith("/tool "):
-            return self._tool_call(messages, text[6:].strip(), tools or [])
+            return self._tool_call(messages, _commands(text)[0], tools or [])
         return self._response(messages, content=f"Echo #{len(users)}: {text}" + _from_sources(messages))
+
+    def _after_tool(self, messages: list[Message], tools: list[dict[str, Any]]) -> ModelResponse:
+        """The next `/tool` command of the last user message, or the answer once each has returned."""
+        start = max(i for i, m in enumerate(messages) if m.role == "user") if any(
+            m.role == "user" for m in messages) else -1
+        results = [m for m in messages[start + 1:] if m.role == "tool"]
+        commands = _commands(_text(messages[start]).strip()) if start >= 0 else []
+        if len(results) < len(commands):
+            return self._tool_call(messages, commands[len(results)], tools)
+        reply = "\n".join(f"{m.tool_name} returned: {_text(m)}" for m in results)
+        return self._response(messages, content=reply)
 
     def _tool_call(self, messages: list[Message], command: str, tools: list[dict[str, Any]]) -> ModelResponse:
         name, _, argument = command.partition(" ")

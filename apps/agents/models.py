@@ -27,6 +27,8 @@ class Agent(models.Model):
     model_id = models.CharField(max_length=200, default="echo")
     model_options = models.JSONField(default=dict, blank=True)
     tools = models.JSONField(default=list, blank=True)
+    # {"<tool>": "auto" | "approve" | "input"}; a tool not named is `auto` (apps.agents.tools)
+    tool_policies = models.JSONField(default=dict, blank=True)
     visibility = models.CharField(max_length=16, choices=Visibility.choices, default=Visibility.PRIVATE)
     shared_with = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="shared_agents")
     # Bumped on every change: warm pools key agents by (id, version).

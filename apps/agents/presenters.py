@@ -21,6 +21,7 @@ def agent_snapshot(agent: Agent) -> dict[str, Any]:
         "model": {"provider": agent.model_provider, "id": agent.model_id,
                   "options": shown_options(agent.model_provider, agent.model_options)},
         "tools": list(agent.tools or []),
+        "tool_policies": dict(agent.tool_policies or {}),
         "visibility": agent.visibility,
         "version": agent.version,
         "enabled": agent.enabled,
@@ -41,6 +42,7 @@ def agent_view(snapshot: dict[str, Any], *, viewer: AbstractBaseUser) -> dict[st
         "instructions": snapshot["instructions"] if is_owner else None,
         "model": snapshot["model"],
         "tools": snapshot["tools"],
+        "tool_policies": snapshot.get("tool_policies", {}),  # .get: a snapshot cached before they existed
         "visibility": snapshot["visibility"],
         "version": snapshot["version"],
         "enabled": snapshot["enabled"],

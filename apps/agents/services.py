@@ -12,12 +12,12 @@ from django.db.models import F
 from apps.agents.broadcast import pool_invalidate_on_commit
 from apps.agents.models import Agent
 from apps.agents.providers import validate_model_spec
-from apps.agents.tools import validate_tool_names
+from apps.agents.tools import validate_tool_names, validate_tool_policies
 from apps.cache import PERMS_PUBLIC, agent_key, invalidate_on_commit, perms_key, session_key
 from apps.common import DomainError
 
 _EDITABLE = {"name", "description", "instructions", "model_provider", "model_id", "model_options",
-             "tools", "visibility", "enabled"}
+             "tools", "tool_policies", "visibility", "enabled"}
 
 
 def _validate(fields: dict[str, Any]) -> None:
@@ -28,6 +28,8 @@ def _validate(fields: dict[str, Any]) -> None:
                           f"visibility must be one of {', '.join(Agent.Visibility.values)}.")
     if "tools" in fields:
         validate_tool_names(fields["tools"])
+    if "tool_policies" in fields:
+        validate_tool_policies(fields["tool_policies"])
     if {"model_provider", "model_id", "model_options"} & fields.keys():
         validate_model_spec(fields.get("model_provider", "local"), fields.get("model_id", "echo"),
                             fields.get("model_options") or {})
@@ -72,10 +74,12 @@ def agent_cache_invalidate_on_commit(*, agent: Agent, before: Audience | None = 
 def agent_create(*, owner: AbstractBaseUser, name: str, instructions: str = "", description: str = "",
                  model_provider: str = "local", model_id: str = "echo",
                  model_options: dict[str, Any] | None = None, tools: list[str] | None = None,
-                 visibility: str = Agent.Visibility.PRIVATE, shared_with: list[str] | None = None) -> Agent:
+                 tool_policies: dict[str, str] | None = None, visibility: str = Agent.Visibility.PRIVATE,
+                 shared_with: list[str] | None = None) -> Agent:
     fields = {"name": name.strip(), "instructions": instructions, "description": description,
               "model_provider": model_provider, "model_id": model_id,
-              "model_options": model_options or {}, "tools": tools or [], "visibility": visibility}
+              "model_options": model_options or {}, "tools": tools or [], "tool_policies": tool_policies or {},
+              "visibility": visibility}
     _validate(fields)
     agent = Agent.objects.create(owner=owner, **fields)
     _set_shared_with(agent, shared_with)

@@ -1,7 +1,18 @@
-"""The registry of vetted tools an agent may name. Nothing else can be attached."""
+"""The registry of vetted tools an agent may name (nothing else can be attached),
+and each tool's policy on an agent:
+
+- `auto` (the default): the tool runs the moment the model asks for it;
+- `approve`: the run pauses before each call until a person approves it (with
+  arguments they may edit) or rejects it (agno's `requires_confirmation`);
+- `input`: the run pauses until a person supplies the call's arguments (agno's
+  `requires_user_input`, every parameter a user-input field).
+
+A paused run holds no worker: apps.jobs.actions stores it and continues it
+after the decision."""
 from __future__ import annotations
 
 import ast
+import inspect
 import operator
 from datetime import datetime
 from typing import Any, Callable
@@ -76,5 +87,41 @@ def validate_tool_names(names: object) -> None:
                           f"unknown tool(s): {', '.join(unknown)}; available: {', '.join(sorted(TOOLS))}.")
 
 
-def tool_functions(names: list[str]) -> list[Callable[..., str]]:
-    return [TOOLS[name] for name in names if name in TOOLS]
+POLICIES = ("auto", "approve", "input")
+
+
+def validate_tool_policies(policies: object) -> None:
+    if not isinstance(policies, dict) or not all(isinstance(k, str) for k in policies):
+        raise DomainError("invalid_tool_policies", 'tool_policies must be an object such as {"calculator": "approve"}.')
+    unknown = [name for name in policies if name not in TOOLS]
+    if unknown:
+        raise DomainError("unknown_tool",
+                          f"unknown tool(s): {', '.join(unknown)}; available: {', '.join(sorted(TOOLS))}.")
+    wrong = [name for name, policy in policies.items() if policy not in POLICIES]
+    if wrong:
+        raise DomainError("invalid_tool_policies",
+                          f"the policy of {', '.join(wrong)} must be one of {', '.join(POLICIES)}.")
+
+
+def tool_policy(policies: dict[str, str] | None, name: str) -> str:
+    return (policies or {}).get(name, "auto")
+
+
+def tool_functions(names: list[str], policies: dict[str, str] | None = None) -> list[Any]:
+    """The agent's tools as agno takes them: a plain function for `auto`, an agno
+    tool that pauses the run for the others."""
+    from agno.tools import tool  # agno's import cost stays out of web processes, which validate but never build
+
+    functions: list[Any] = []
+    for name in names:
+        if name not in TOOLS:
+            continue
+        policy = tool_policy(policies, name)
+        if policy == "approve":
+            functions.append(tool(requires_confirmation=True)(TOOLS[name]))
+        elif policy == "input":
+            fields = list(inspect.signature(TOOLS[name]).parameters)
+            functions.append(tool(requires_user_input=True, user_input_fields=fields)(TOOLS[name]))
+        else:
+            functions.append(TOOLS[name])
+    return functions

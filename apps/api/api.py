@@ -16,6 +16,7 @@ from apps.api.errors import install_error_handlers
 from apps.api.idempotency import idempotent
 from apps.api.ratelimit import check_job_rate
 from apps.api.schemas import (
+    ActionsIn,
     AgentIn,
     AgentList,
     AgentOut,
@@ -169,6 +170,15 @@ async def jobs_get(request: HttpRequest, job_id: str) -> Any:
 def jobs_cancel(request: HttpRequest, job_id: str) -> Any:
     """Queued: cancelled at once. Running: stops at its next safe point, no reply. Finished: 409."""
     return 202, service(request).request_job_cancel(job_id)
+
+
+@router.post("jobs/{job_id}/actions/", response={202: JobOut, **ERRORS}, summary="Decide a paused job's actions")
+def jobs_actions(request: HttpRequest, job_id: str, payload: ActionsIn) -> Any:
+    """Approve or reject a paused run's tool calls, or supply their input. Once no action
+    is left pending the job is queued again (202) and continues on any worker; an action
+    decided before is 409 `action_already_decided`. Honours `Idempotency-Key`."""
+    svc = service(request)
+    return idempotent(request, lambda: (202, svc.decide_actions(job_id, payload.decisions)))
 
 
 api.add_router("", router)

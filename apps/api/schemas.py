@@ -16,6 +16,11 @@ class ErrorOut(Schema):
     error: ErrorBody
 
 
+TOOL_POLICIES_DOC = ('Per tool: "auto" (runs when the model asks), "approve" (a person approves or rejects each '
+                     'call, and may edit its arguments) or "input" (a person supplies its arguments). '
+                     'Tools not named are "auto".')
+
+
 def omittable(**constraints: Any) -> Any:
     """A PATCH field that may be left out but not sent as null: the published schema
     says so too (no `null` type, no `default: null`)."""
@@ -54,6 +59,7 @@ class AgentIn(ObjectIn):
     instructions: str = Field("", max_length=20000)
     model: ModelSpec = Field(default_factory=ModelSpec)
     tools: list[str] = Field(default_factory=list, max_length=20)
+    tool_policies: dict[str, str] = Field(default_factory=dict, description=TOOL_POLICIES_DOC)
     visibility: Literal["private", "shared", "public"] = "private"
     shared_with: Optional[list[str]] = Field(None, max_length=100)
 
@@ -65,6 +71,7 @@ class AgentPatch(ObjectIn):
     instructions: str = omittable(max_length=20000)
     model: ModelSpec = omittable()
     tools: list[str] = omittable(max_length=20)
+    tool_policies: dict[str, str] = omittable(description=TOOL_POLICIES_DOC)
     visibility: Literal["private", "shared", "public"] = omittable()
     shared_with: Optional[list[str]] = Field(None, max_length=100)
     enabled: bool = omittable()
@@ -77,6 +84,7 @@ class AgentOut(Schema):
     instructions: Optional[str]
     model: ModelSpec
     tools: list[str]
+    tool_policies: dict[str, str]
     visibility: str
     version: int
     enabled: bool
@@ -154,6 +162,39 @@ class JobError(Schema):
     message: str
 
 
+class ActionOut(Schema):
+    id: str
+    type: Literal["approve", "input"]
+    tool: str
+    arguments: dict[str, Any]
+    fields: Optional[list[dict[str, Any]]] = None
+
+
+class RequiredAction(Schema):
+    actions: list[ActionOut]
+    expires_at: Optional[str]
+
+
+class DecisionOut(Schema):
+    action_id: str
+    tool: str
+    decision: Literal["approved", "rejected", "input"]
+    decided_by: Optional[str]
+    decided_at: Optional[str]
+    note: str
+    arguments_before: dict[str, Any]
+    arguments_after: dict[str, Any]
+    values: Optional[dict[str, Any]]
+    staff_override: bool
+
+
+class ActionsIn(ObjectIn):
+    decisions: list[Any] = Field(..., description=(
+        'Each `{"action_id", "approved": true|false, "note"?, "arguments"?}` for an `approve` action '
+        '(`arguments`, with approved: true, replaces the call\'s arguments) or `{"action_id", "values": {...}}` '
+        'for an `input` action.'))
+
+
 class JobOut(Schema):
     job_id: str
     kind: str
@@ -166,9 +207,12 @@ class JobOut(Schema):
     result: Optional[dict[str, Any]]
     error: Optional[JobError]
     attempts: int
+    required_action: Optional[RequiredAction] = Field(
+        None, description="While `status` is `requires_action`: the tool calls waiting for a decision.")
+    decisions: list[DecisionOut] = Field(default_factory=list, description="Every decision on the job's actions.")
 
 
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
+JobStatus = Literal["queued", "running", "requires_action", "succeeded", "failed", "cancelled", "expired"]
 JobKind = Literal["message", "sync", "ingest"]
 
 

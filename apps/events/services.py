@@ -31,12 +31,12 @@ from django.db import DatabaseError, connection, transaction
 from apps.common import insert_new
 from apps.events.models import JobEvent
 from apps.events.pubsub import publish
-from apps.jobs.models import Job
+from apps.jobs.models import Job, status_event_type
 from apps.jobs.presenters import job_to_dict
 
 logger = logging.getLogger(__name__)
 
-STATUS_TYPES = frozenset(f"job.{status}" for status in Job.Status.values)
+STATUS_TYPES = frozenset(status_event_type(status) for status in Job.Status.values)
 TERMINAL_TYPES = frozenset(f"job.{status}" for status in Job.TERMINAL)
 
 
@@ -75,7 +75,7 @@ def _record(*, job: Job, seq: int, type: str, data: dict[str, Any]) -> JobEvent:
 
 
 def job_status_changed(*, job: Job, seq: int | None = None) -> None:
-    """Record `job.<status>` (data: the job as the API shows it).
+    """Record `job.<status>` (`job.action_required` for a paused run; data: the job as the API shows it).
 
     If the row has moved on from `job.status` (a cancel got in between), the
     stale transition is not recorded, so a terminal event is always a job's
@@ -89,7 +89,7 @@ def job_status_changed(*, job: Job, seq: int | None = None) -> None:
         if seq is None:
             logger.info("job %s: %s event skipped, the job has moved on", job.public_id, job.status)
             return
-        _record(job=job, seq=seq, type=f"job.{job.status}", data=job_to_dict(job))
+        _record(job=job, seq=seq, type=job.event_type, data=job_to_dict(job))
 
 
 def job_created(*, job: Job) -> None:

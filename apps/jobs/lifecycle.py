@@ -25,6 +25,7 @@ from apps.chat.models import ChatMessage, ChatSession
 from apps.chat.services import session_changed
 from apps.common import columns, fetch_instances, insert_new
 from apps.events.services import job_status_changed
+from apps.jobs.actions import job_actions_close, pause_record
 from apps.jobs.dispatch import job_dispatch
 from apps.jobs.models import Job
 from apps.webhooks.services import webhook_outbox_for_job
@@ -38,6 +39,7 @@ def job_ended_effects(*, job_id: int, job: Job | None = None) -> Job:
     fields its ending wrote, to skip re-reading it."""
     if job is None:
         job = Job.objects.select_related("agent", "session").get(pk=job_id)
+    job_actions_close(job=job)  # a paused job's undecided actions end with it
     job_status_changed(job=job)  # its terminal event: `job.<status>`, the job's last
     webhook_outbox_for_job(job=job)  # its webhook delivery row, when it has a callback URL
     job_dispatch_next_in_session_on_commit(job=job)
@@ -205,6 +207,27 @@ def job_succeed_message(*, job: Job, content: str, tool_calls: list[dict[str, An
     session_changed(session_id=job.session.public_id)
     job_ended_effects(job_id=job.pk, job=_ending(job, **done))
     return reply
+
+
+@transaction.atomic
+def job_pause(*, job: Job, run_state: dict[str, Any], actions: list[dict[str, Any]]) -> str:
+    """The run stopped for a person: store it and its pending actions, and release
+    the job (`requires_action`: no lease, no worker) in one transaction, fenced on
+    the lease, with its `job.action_required` event and webhook. Returns what
+    happened: paused | cancelled (a cancel arrived while it ran) | dropped."""
+    now = timezone.now()
+    number = job.pauses + 1
+    paused = dict(status=Job.Status.REQUIRES_ACTION, pauses=number, lease_token="", lease_expires_at=None)
+    if _fenced(job).filter(cancel_requested_at__isnull=True).update(**paused) != 1:
+        if _fenced(job).filter(cancel_requested_at__isnull=False).exists():
+            return "cancelled" if job_end_cancelled(job=job) else "dropped"
+        logger.info("job %s: attempt lost its lease; pause dropped", job.public_id)
+        return "dropped"
+    pause_record(job=job, number=number, run_state=run_state, actions=actions, now=now)
+    _ending(job, **paused)
+    job_status_changed(job=job)  # `job.action_required`, with the pending actions in its data
+    webhook_outbox_for_job(job=job)
+    return "paused"
 
 
 @transaction.atomic

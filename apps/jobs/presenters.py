@@ -6,7 +6,7 @@ from typing import Any
 
 from django.urls import reverse
 
-from apps.jobs.models import Job
+from apps.jobs.models import ActionDecision, Job, JobAction, RunPause
 
 
 def _iso(value: Any) -> str | None:
@@ -26,7 +26,39 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "result": job.result,
         "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
         "attempts": job.attempts,
+        **job_actions_to_dict(job),
     }
+
+
+def job_actions_to_dict(job: Job) -> dict[str, Any]:
+    """`required_action` (what a paused job waits for) and `decisions` (the audit of every
+    decision on the job); a job that never paused costs no query."""
+    if not job.pauses:
+        return {"required_action": None, "decisions": []}
+    required = None
+    if job.status == Job.Status.REQUIRES_ACTION:
+        pause = RunPause.objects.filter(job_id=job.pk).order_by("-number").first()
+        if pause is not None:
+            pending = JobAction.objects.filter(pause=pause, status=JobAction.Status.PENDING)
+            required = {"actions": [action_to_dict(a) for a in pending], "expires_at": _iso(pause.expires_at)}
+    decisions = ActionDecision.objects.filter(action__job_id=job.pk).select_related("action", "decided_by")
+    return {"required_action": required, "decisions": [decision_to_dict(d) for d in decisions]}
+
+
+def action_to_dict(action: JobAction) -> dict[str, Any]:
+    shown: dict[str, Any] = {"id": action.public_id, "type": action.type, "tool": action.tool,
+                             "arguments": action.arguments}
+    if action.type == JobAction.Type.INPUT:
+        shown["fields"] = action.fields
+    return shown
+
+
+def decision_to_dict(decision: ActionDecision) -> dict[str, Any]:
+    return {"action_id": decision.action.public_id, "tool": decision.action.tool, "decision": decision.decision,
+            "decided_by": decision.decided_by.get_username() if decision.decided_by else None,
+            "decided_at": _iso(decision.decided_at), "note": decision.note,
+            "arguments_before": decision.arguments_before, "arguments_after": decision.arguments_after,
+            "values": decision.values, "staff_override": decision.staff_override}
 
 
 def job_accepted_to_dict(job: Job) -> dict[str, Any]:

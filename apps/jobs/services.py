@@ -116,15 +116,15 @@ def _apply_multitask(*, session: ChatSession, multitask: str) -> None:
 
 @transaction.atomic
 def job_cancel_request(*, job: Job) -> Job:
-    """The client asks for `job` to stop. A queued job ends cancelled now and never
-    starts; a running one is marked, and its attempt stops at its next safe point,
-    writes no reply and ends itself cancelled (apps.jobs.lifecycle.job_end_cancelled);
-    a finished one cannot be cancelled (409 job_finished)."""
+    """The client asks for `job` to stop. A queued job, or a paused one waiting for a
+    decision, ends cancelled now and never (re)starts; a running one is marked, and its
+    attempt stops at its next safe point, writes no reply and ends itself cancelled
+    (apps.jobs.lifecycle.job_end_cancelled); a finished one cannot be cancelled (409 job_finished)."""
     now = timezone.now()
     locked = Job.objects.select_for_update().get(pk=job.pk)
     if locked.is_terminal:
         raise DomainError("job_finished", f"The job already ended {locked.status}.", status=409)
-    if locked.status == Job.Status.QUEUED:
+    if locked.status in (Job.Status.QUEUED, Job.Status.REQUIRES_ACTION):
         Job.objects.filter(pk=job.pk).update(status=Job.Status.CANCELLED, cancel_requested_at=now,
                                              error_code="cancelled", error_message="Cancelled by the client.",
                                              finished_at=now)

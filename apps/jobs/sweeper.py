@@ -3,7 +3,8 @@
 PostgreSQL is the source of truth and Redis may lose everything, so this is
 what makes "no accepted job is lost" hold: it re-sends jobs whose broker
 message was lost, hands jobs whose worker died (lease ran out) to another
-worker, and ends jobs past their deadline. Running it twice is harmless:
+worker, ends jobs past their deadline, and ends paused jobs whose action
+waited past its expiry (apps.jobs.actions). Running it twice is harmless:
 claims let exactly one attempt through.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.jobs.actions import paused_jobs_due
 from apps.jobs.dispatch import job_dispatch
 from apps.jobs.lifecycle import earlier_unfinished_in_session, job_ended_effects
 from apps.jobs.models import IdempotencyRecord, Job
@@ -25,7 +27,7 @@ BATCH = 1000
 
 def jobs_sweep(*, now: Any = None) -> dict[str, int]:
     now = now or timezone.now()
-    expired = _expire_overdue(now=now)
+    expired = _expire_overdue(now=now) + _expire_paused(now=now)
     stale = now - timedelta(seconds=settings.AGENTOS_REQUEUE_AFTER)
     # queued and never published, or published long ago: the message was lost
     lost = Job.objects.filter(status=Job.Status.QUEUED).filter(
@@ -52,6 +54,19 @@ def _expire_overdue(*, now: Any) -> int:
                     status=Job.Status.EXPIRED, error_code="deadline_exceeded", finished_at=now,
                     error_message="The job did not finish before its deadline.", cancel_requested_at=now,
                     lease_expires_at=None):
+                job_ended_effects(job_id=job_id)
+                count += 1
+    return count
+
+
+def _expire_paused(*, now: Any) -> int:
+    count = 0
+    for job_id in paused_jobs_due(now=now, limit=BATCH):
+        with transaction.atomic():
+            # a decision that got in first (it locks the row) has queued the job: then this matches nothing
+            if Job.objects.filter(pk=job_id, status=Job.Status.REQUIRES_ACTION).update(
+                    status=Job.Status.EXPIRED, error_code="action_expired", finished_at=now,
+                    error_message="No decision came before the pending action expired."):
                 job_ended_effects(job_id=job_id)
                 count += 1
     return count

@@ -63,7 +63,7 @@ def _attempt(deliver: Deliver, delivery_id: int) -> None:
 
 def webhook_dispatch(*, delivery_id: int, deliver: Deliver) -> None:
     """After the commit that created the delivery: attempt it now (`deliver`), here when this is a worker."""
-    if current_task is not None and current_task.request.id is not None:
+    if current_task and current_task.request.id is not None:  # a proxy: falsy outside a task
         # the job's log fields (job, agent, session) name the attempt's lines too
         _pool().submit(contextvars.copy_context().run, _attempt, deliver, delivery_id)
         return

@@ -63,14 +63,14 @@ def callback_url_validate(*, url: str) -> None:
 
 
 def _event(job: Any) -> dict[str, Any]:
-    return {"type": f"job.{job.status}", "timestamp": timezone.now().isoformat(), "data": job_to_dict(job)}
+    return {"type": job.event_type, "timestamp": timezone.now().isoformat(), "data": job_to_dict(job)}
 
 
 def webhook_outbox_for_job(*, job: Any) -> None:
     """Inside the transaction that ended `job`: its delivery row, sent after commit."""
     if not job.callback_url:
         return
-    delivery = insert_new(WebhookDelivery(job=job, owner_id=job.owner_id, event_type=f"job.{job.status}",
+    delivery = insert_new(WebhookDelivery(job=job, owner_id=job.owner_id, event_type=job.event_type,
                                           url=job.callback_url, payload=_event(job), next_attempt_at=timezone.now()))
     transaction.on_commit(lambda: webhook_dispatch(delivery_id=delivery.pk, deliver=webhook_deliver))
 
@@ -232,10 +232,11 @@ def webhook_redeliver(*, job: Any) -> WebhookDelivery:
         raise DomainError("job_not_finished", "The job has not ended; there is nothing to deliver yet.", status=409)
     if not job.callback_url:
         raise DomainError("no_callback_url", "The job has no callback_url.", status=409)
-    original = WebhookDelivery.objects.filter(job=job).order_by("id").first()
+    # its terminal event's first delivery (a paused run also had `job.action_required` ones)
+    original = WebhookDelivery.objects.filter(job=job, event_type=job.event_type).order_by("id").first()
     with transaction.atomic():
         delivery = WebhookDelivery.objects.create(
-            job=job, owner_id=job.owner_id, event_type=f"job.{job.status}", url=job.callback_url,
+            job=job, owner_id=job.owner_id, event_type=job.event_type, url=job.callback_url,
             payload=original.payload if original else _event(job), next_attempt_at=timezone.now(),
             **({"webhook_id": original.webhook_id} if original else {}))
         transaction.on_commit(lambda: webhook_dispatch(delivery_id=delivery.pk, deliver=webhook_deliver))

@@ -20,6 +20,9 @@ AGENTOS_MAX_MESSAGE_CHARS = env_int("AGENTOS_MAX_MESSAGE_CHARS", 32_000)
 AGENTOS_JOB_TIMEOUT = env_int("AGENTOS_JOB_TIMEOUT", 600)
 # The most a client may ask for with a per-job `timeout`.
 AGENTOS_JOB_TIMEOUT_MAX = env_int("AGENTOS_JOB_TIMEOUT_MAX", 3600)
+# How long a paused run's pending action (approve a tool call, supply its input) waits for
+# a decision, never past the job's own deadline; then the job ends `expired` (apps.jobs.actions).
+AGENTOS_ACTION_TIMEOUT = env_int("AGENTOS_ACTION_TIMEOUT", 24 * 3600)
 # A running job's lease; its worker renews it every few seconds. A worker that
 # dies stops renewing, and the sweeper hands the job to another after this long.
 AGENTOS_LEASE_SECONDS = env_int("AGENTOS_LEASE_SECONDS", 30)

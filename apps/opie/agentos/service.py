@@ -28,6 +28,7 @@ from apps.chat.presenters import session_detail_to_dict, session_to_dict
 from apps.chat.selectors import session_get_owned, session_list, session_messages, session_summary_get_owned
 from apps.chat.services import session_create
 from apps.common import DomainError, NotFound
+from apps.jobs.actions import job_actions_decide
 from apps.jobs.presenters import job_accepted_to_dict, job_to_dict
 from apps.jobs.selectors import job_get_owned, job_list
 from apps.jobs.services import job_cancel_request, message_send, sync_job_create
@@ -141,3 +142,7 @@ class AgentOSService:
 
     def request_job_cancel(self, job_id: str) -> dict[str, Any]:
         return job_to_dict(job_cancel_request(job=job_get_owned(user=self.user, job_id=job_id)))
+
+    def decide_actions(self, job_id: str, decisions: Any) -> dict[str, Any]:
+        """Decide pending actions of a paused job (its owner; staff, recorded as an override)."""
+        return job_to_dict(job_actions_decide(user=self.user, job_id=job_id, decisions=decisions))
