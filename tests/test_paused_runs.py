@@ -309,7 +309,8 @@ def test_the_stream_shows_the_pause_the_decision_and_the_end(http, start_worker,
             seen.append(line[7:])
             if seen[-1] == "job.action_required":
                 [action] = http.get(f"jobs/{accepted['job_id']}/").json()["required_action"]["actions"]
-                assert decide(http, accepted["job_id"], {"action_id": action["id"], "approved": True}).status_code == 202
+                decided = decide(http, accepted["job_id"], {"action_id": action["id"], "approved": True})
+                assert decided.status_code == 202
             if seen[-1] == "job.succeeded":
                 break
 

@@ -394,3 +394,16 @@ def test_a_worker_sends_the_webhook_of_a_job_it_finished_itself(http, start_work
     assert json.loads(received[0]["body"])["data"]["job_id"] == accepted["job_id"]
     delivery = WebhookDelivery.objects.get(job__public_id=accepted["job_id"])
     assert (delivery.status, delivery.attempt_count) == ("delivered", 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_ended_outside_a_worker_sends_its_webhook_through_the_queue(api, user, agent, dev):
+    """A queued job cancelled from the API ends in the web process: its delivery is
+    handed to the `webhooks` queue after the commit (no Celery task is current there)."""
+    job = message_send(user=user, agent=agent, message="never mind", callback_url="http://127.0.0.1:9/hook")
+
+    response = api.post(f"/api/v1/agentos/jobs/{job.public_id}/cancel/")
+
+    assert response.status_code == 202 and response.json()["status"] == "cancelled"
+    [delivery] = WebhookDelivery.objects.filter(job=job)
+    assert delivery.event_type == "job.cancelled" and delivery.status == "pending"
