@@ -22,6 +22,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from apps.agents.models import Agent
 from apps.chat.models import ChatMessage, ChatSession
 from apps.jobs.models import Job
+from apps.jobs.services import message_send
 from apps.knowledge.models import Document
 from apps.knowledge.parsing import SUPPORTED, UnreadableDocument, extract_text
 from apps.webhooks.models import new_secret
@@ -149,7 +150,8 @@ def test_a_json_body_that_is_not_an_object_is_refused_wherever_one_is_expected(a
     from apps.knowledge.services import kb_create
 
     kb = kb_create(user=user, name="Notes")
-    ids = {"agent_id": agent.public_id, "kb_id": kb.public_id}
+    job = message_send(user=user, agent=agent, message="hi")
+    ids = {"agent_id": agent.public_id, "kb_id": kb.public_id, "job_id": job.public_id}
     schema = api.get(f"{API}openapi.json").json()
     targets = [(method.upper(), path.removeprefix("/api/v1/agentos/").format(**ids))
                for path, operations in schema["paths"].items() for method, operation in operations.items()

@@ -136,7 +136,7 @@ def test_the_claims_sql_claims_exactly_the_jobs_its_orm_rule_allows(user, agent,
                 claimed.add(job.pk)
             transaction.set_rollback(True)
 
-    assert len(cases) == 2880 and 0 < len(allowed) < len(cases)
+    assert len(cases) == 3360 and 0 < len(allowed) < len(cases)
     disagree = [case for case, job in zip(cases, jobs) if (job.pk in claimed) != (job.pk in allowed)]
     assert claimed == allowed, disagree[:5]
 

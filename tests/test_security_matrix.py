@@ -49,6 +49,7 @@ JSON_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     (f"{API}knowledge/<kb_id>/", "PATCH"): {"name": "Taken over"},
     (f"{API}knowledge/<kb_id>/search/", "POST"): {"query": "secret plans"},
     (f"{API}knowledge/<kb_id>/agents/", "POST"): {"agent_id": "<own agent>"},
+    (f"{API}jobs/<job_id>/actions/", "POST"): {"decisions": [{"action_id": "act-000000000000", "approved": True}]},
 }
 UPLOADS = {f"{API}knowledge/<kb_id>/documents/"}
 PAGE_FORM = {"message": "hi", "title": "x", "name": "x", "instructions": "", "model_provider": "local",
