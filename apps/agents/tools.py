@@ -81,6 +81,10 @@ TOOLS: dict[str, Callable[..., str]] = {
 def validate_tool_names(names: object) -> None:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise DomainError("invalid_tools", "tools must be a list of tool names.")
+    _refuse_unknown(names)
+
+
+def _refuse_unknown(names: list[str]) -> None:
     unknown = [n for n in names if n not in TOOLS]
     if unknown:
         raise DomainError("unknown_tool",
@@ -93,10 +97,7 @@ POLICIES = ("auto", "approve", "input")
 def validate_tool_policies(policies: object) -> None:
     if not isinstance(policies, dict) or not all(isinstance(k, str) for k in policies):
         raise DomainError("invalid_tool_policies", 'tool_policies must be an object such as {"calculator": "approve"}.')
-    unknown = [name for name in policies if name not in TOOLS]
-    if unknown:
-        raise DomainError("unknown_tool",
-                          f"unknown tool(s): {', '.join(unknown)}; available: {', '.join(sorted(TOOLS))}.")
+    _refuse_unknown(list(policies))
     wrong = [name for name, policy in policies.items() if policy not in POLICIES]
     if wrong:
         raise DomainError("invalid_tool_policies",

@@ -162,16 +162,11 @@ class JobError(Schema):
     message: str
 
 
-class ActionOut(Schema):
-    id: str
-    type: Literal["approve", "input"]
-    tool: str
-    arguments: dict[str, Any]
-    fields: Optional[list[dict[str, Any]]] = None
-
-
 class RequiredAction(Schema):
-    actions: list[ActionOut]
+    # as dicts, so an `approve` action has no `fields` key at all (rather than `"fields": null`)
+    actions: list[dict[str, Any]] = Field(..., description=(
+        'Each `{"id", "type": "approve" | "input", "tool", "arguments", "fields"?}`; `fields` (input actions '
+        'only): `[{"name", "type", "description"}]`.'))
     expires_at: Optional[str]
 
 
