@@ -223,6 +223,82 @@ def test_a_run_paused_in_agentos_continues_through_agentos_own_continue_endpoint
     assert nxt.status_code == 200 and nxt.json()["content"] == "Echo #2: next", nxt.text
 
 
+def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    events, name = [], ""
+    for line in response.text.splitlines():
+        if line.startswith("event:"):
+            name = line.partition(":")[2].strip()
+        elif line.startswith("data:"):
+            events.append((name, json.loads(line.partition(":")[2])))
+    return events
+
+
+def test_an_agentos_run_may_pause_again_and_a_streamed_continue_may_reject(agentos, http, user):
+    """Each pause of the run is the job's next pause with its own action; a call
+    rejected through a streamed continue is recorded as a rejection with its note,
+    and the job ends once, when the run does."""
+    agent = make_agent(user, tools=["calculator"], tool_policies={"calculator": "approve"})
+    server = agentos()
+    alice = server.client(make_token(user))
+    first = run(alice, agent.public_id, "/tool calculator 1+1; calculator 2+2").json()
+    run_id, session_id = first["run_id"], first["session_id"]
+    job_id = f"job-{run_id}"[:40]
+
+    def continue_run(tool: dict[str, Any], stream: bool) -> httpx.Response:
+        return alice.post(f"/agents/{agent.public_id}/runs/{run_id}/continue", data={
+            "tools": json.dumps([tool]), "session_id": session_id, "stream": str(stream).lower()})
+
+    [one] = first["requirements"]
+    again = continue_run({**one["tool_execution"], "confirmed": True}, stream=False)
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "PAUSED"
+    [two] = [r for r in again.json()["requirements"] if r["tool_execution"]["confirmed"] is None]
+    assert two["tool_execution"]["tool_args"] == {"expression": "2+2"}
+    job = http.get(f"jobs/{job_id}/").json()
+    assert job["status"] == "requires_action"
+    assert [a["arguments"] for a in job["required_action"]["actions"]] == [{"expression": "2+2"}]
+
+    streamed = continue_run({**two["tool_execution"], "confirmed": False, "confirmation_note": "not today"},
+                            stream=True)
+    assert streamed.status_code == 200, streamed.text
+    [(_, completed)] = [(name, data) for name, data in sse_events(streamed) if name == "RunCompleted"]
+    assert completed["content"].startswith("calculator returned: 2\n")
+
+    job = http.get(f"jobs/{job_id}/").json()
+    assert job["status"] == "succeeded", job
+    assert job["result"]["content"] == completed["content"]
+    assert [(d["decision"], d["note"]) for d in job["decisions"]] == [("approved", ""), ("rejected", "not today")]
+    ended = Job.objects.get(public_id=job_id)
+    assert ended.pauses == 2
+    assert ChatMessage.objects.filter(job=ended, role=ChatMessage.Role.ASSISTANT).count() == 1
+    assert list(JobEvent.objects.filter(job=ended).order_by("seq").values_list("type", flat=True)) == [
+        "job.action_required", "job.action_required", "job.succeeded"]
+
+
+def test_a_run_paused_in_agentos_may_be_decided_over_the_rest_api_and_a_worker_continues_it(
+        agentos, start_worker, http, user):
+    """The paused AgentOS run is an Opie job like any other: deciding its action on
+    `POST jobs/<id>/actions/` queues it, and a Celery worker continues the stored run;
+    AgentOS then has it as a completed run of the session, no longer a paused one."""
+    start_worker()
+    agent = make_agent(user, tools=["calculator"], tool_policies={"calculator": "approve"})
+    server = agentos()
+    alice = server.client(make_token(user))
+    paused = run(alice, agent.public_id, "/tool calculator 2+2").json()
+    job_id, session_id = f"job-{paused['run_id']}"[:40], paused["session_id"]
+    [action] = http.get(f"jobs/{job_id}/").json()["required_action"]["actions"]
+
+    decided = http.post(f"jobs/{job_id}/actions/", json={"decisions": [{"action_id": action["id"], "approved": True}]})
+    assert decided.status_code == 202, decided.text
+    job = wait_for_job(http, job_id)
+
+    assert job["status"] == "succeeded" and job["result"]["content"] == "calculator returned: 4", job
+    runs = alice.get(f"/sessions/{session_id}/runs", params={"type": "agent"}).json()
+    assert [(r["run_id"], r["status"], r["content"]) for r in runs] == [
+        (paused["run_id"], "COMPLETED", "calculator returned: 4")]
+    assert ChatMessage.objects.filter(session__public_id=session_id).count() == 2
+
+
 def lock_waiters() -> int:
     """Backends of the test database waiting for a lock."""
     with connection.cursor() as cursor:
