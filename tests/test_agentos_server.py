@@ -275,6 +275,28 @@ def test_an_agentos_run_may_pause_again_and_a_streamed_continue_may_reject(agent
         "job.action_required", "job.action_required", "job.succeeded"]
 
 
+def test_an_agentos_run_waiting_for_input_continues_with_the_values_sent_to_continue(agentos, http, user):
+    agent = make_agent(user, tools=["calculator"], tool_policies={"calculator": "input"})
+    server = agentos()
+    alice = server.client(make_token(user))
+    paused = run(alice, agent.public_id, "/tool calculator").json()
+    [requirement] = paused["requirements"]
+    tool = requirement["tool_execution"]
+    assert [f["name"] for f in tool["user_input_schema"]] == ["expression"]
+    job_id = f"job-{paused['run_id']}"[:40]
+    assert http.get(f"jobs/{job_id}/").json()["required_action"]["actions"][0]["type"] == "input"
+
+    answered = {**tool, "user_input_schema": [{**f, "value": "5*5"} for f in tool["user_input_schema"]]}
+    continued = alice.post(f"/agents/{agent.public_id}/runs/{paused['run_id']}/continue", data={
+        "tools": json.dumps([answered]), "session_id": paused["session_id"], "stream": "false"})
+
+    assert continued.status_code == 200, continued.text
+    assert continued.json()["content"] == "calculator returned: 25"
+    job = http.get(f"jobs/{job_id}/").json()
+    assert job["status"] == "succeeded" and job["result"]["content"] == "calculator returned: 25"
+    assert [(d["decision"], d["values"]) for d in job["decisions"]] == [("input", {"expression": "5*5"})]
+
+
 def test_a_run_paused_in_agentos_may_be_decided_over_the_rest_api_and_a_worker_continues_it(
         agentos, start_worker, http, user):
     """The paused AgentOS run is an Opie job like any other: deciding its action on
