@@ -3,6 +3,7 @@ real uvicorn process, behind Opie's API tokens, sharing the Django sessions."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -22,6 +23,8 @@ from django.test import override_settings
 
 from apps.agents.models import Agent
 from apps.chat.models import ChatMessage, ChatSession
+from apps.events.models import JobEvent
+from apps.jobs.models import ActionDecision, Job, JobAction
 from tests.conftest import ROOT, wait_for_job, worker_env
 from tests.factories import make_agent, make_token
 
@@ -156,6 +159,166 @@ def test_agentos_and_the_rest_api_share_one_transcript(agentos, start_worker, ht
     assert mallory.get("/sessions", params={"type": "agent"}).json()["data"] == []
     assert mallory.get(f"/sessions/{session_id}", params={"type": "agent"}).status_code == 404
     assert ChatMessage.objects.filter(session__public_id=session_id).count() == 4
+
+
+def test_a_run_paused_in_agentos_continues_through_agentos_own_continue_endpoint(agentos, http, user, other_user):
+    """A tool needing approval pauses the AgentOS run: it is a `requires_action` job
+    in Opie (with its action), and AgentOS's own `POST .../runs/<id>/continue` with
+    the confirmed call goes on from the stored run; the same job then ends succeeded,
+    once, with one reply. Another user cannot continue it."""
+    agent = make_agent(user, tools=["calculator"], tool_policies={"calculator": "approve"},
+                       visibility=Agent.Visibility.PUBLIC)  # served to mallory too: the run itself must refuse her
+    server = agentos()
+    alice, mallory = server.client(make_token(user)), server.client(make_token(other_user))
+
+    answer = run(alice, agent.public_id, "/tool calculator 2+2")
+    assert answer.status_code == 200, answer.text
+    paused = answer.json()
+    assert paused["status"] == "PAUSED"
+    [requirement] = paused["requirements"]
+    tool = requirement["tool_execution"]
+    assert tool["tool_name"] == "calculator" and tool["tool_args"] == {"expression": "2+2"}
+    assert tool["requires_confirmation"] is True
+    run_id, session_id = paused["run_id"], paused["session_id"]
+
+    # Opie's own API shows it waiting for a person
+    job_id = f"job-{run_id}"[:40]
+    job = http.get(f"jobs/{job_id}/").json()
+    assert job["status"] == "requires_action", job
+    [action] = job["required_action"]["actions"]
+    assert action["type"] == "approve" and action["tool"] == "calculator"
+    assert action["arguments"] == {"expression": "2+2"}
+
+    def continue_run(client: httpx.Client) -> httpx.Response:
+        return client.post(f"/agents/{agent.public_id}/runs/{run_id}/continue", data={
+            "tools": json.dumps([{**tool, "confirmed": True}]), "session_id": session_id, "stream": "false"})
+
+    refused = continue_run(mallory)
+    assert refused.status_code == 404, refused.text
+    assert http.get(f"jobs/{job_id}/").json()["status"] == "requires_action", "mallory's continue ran nothing"
+    assert JobAction.objects.get(job__public_id=job_id).executions == 0
+
+    continued = continue_run(alice)
+    assert continued.status_code == 200, continued.text
+    assert continued.json()["status"] == "COMPLETED"
+    assert continued.json()["run_id"] == run_id
+    assert continued.json()["content"] == "calculator returned: 4"
+
+    job = http.get(f"jobs/{job_id}/").json()
+    assert job["status"] == "succeeded", job
+    assert job["result"]["content"] == "calculator returned: 4"
+    assert job["required_action"] is None
+    ended = Job.objects.get(public_id=job_id)
+    assert ChatMessage.objects.filter(job=ended, role=ChatMessage.Role.ASSISTANT).count() == 1
+    events = list(JobEvent.objects.filter(job=ended).order_by("seq").values_list("type", flat=True))
+    assert events == ["job.action_required", "job.succeeded"]
+    decision = ActionDecision.objects.get(action__job=ended)
+    assert (decision.decision, decision.decided_by_id) == (ActionDecision.Decision.APPROVED, user.pk)
+    transcript = http.get(f"sessions/{session_id}/").json()["messages"]
+    assert [(m["role"], m["content"]) for m in transcript] == [
+        ("user", "/tool calculator 2+2"), ("assistant", "calculator returned: 4")]
+
+    # the session goes on in AgentOS, with the continued exchange as its history
+    nxt = run(alice, agent.public_id, "next", session_id=session_id)
+    assert nxt.status_code == 200 and nxt.json()["content"] == "Echo #2: next", nxt.text
+
+
+def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    events, name = [], ""
+    for line in response.text.splitlines():
+        if line.startswith("event:"):
+            name = line.partition(":")[2].strip()
+        elif line.startswith("data:"):
+            events.append((name, json.loads(line.partition(":")[2])))
+    return events
+
+
+def test_an_agentos_run_may_pause_again_and_a_streamed_continue_may_reject(agentos, http, user):
+    """Each pause of the run is the job's next pause with its own action; a call
+    rejected through a streamed continue is recorded as a rejection with its note,
+    and the job ends once, when the run does."""
+    agent = make_agent(user, tools=["calculator"], tool_policies={"calculator": "approve"})
+    server = agentos()
+    alice = server.client(make_token(user))
+    first = run(alice, agent.public_id, "/tool calculator 1+1; calculator 2+2").json()
+    run_id, session_id = first["run_id"], first["session_id"]
+    job_id = f"job-{run_id}"[:40]
+
+    def continue_run(tool: dict[str, Any], stream: bool) -> httpx.Response:
+        return alice.post(f"/agents/{agent.public_id}/runs/{run_id}/continue", data={
+            "tools": json.dumps([tool]), "session_id": session_id, "stream": str(stream).lower()})
+
+    [one] = first["requirements"]
+    again = continue_run({**one["tool_execution"], "confirmed": True}, stream=False)
+    assert again.status_code == 200, again.text
+    assert again.json()["status"] == "PAUSED"
+    [two] = [r for r in again.json()["requirements"] if r["tool_execution"]["confirmed"] is None]
+    assert two["tool_execution"]["tool_args"] == {"expression": "2+2"}
+    job = http.get(f"jobs/{job_id}/").json()
+    assert job["status"] == "requires_action"
+    assert [a["arguments"] for a in job["required_action"]["actions"]] == [{"expression": "2+2"}]
+
+    streamed = continue_run({**two["tool_execution"], "confirmed": False, "confirmation_note": "not today"},
+                            stream=True)
+    assert streamed.status_code == 200, streamed.text
+    [(_, completed)] = [(name, data) for name, data in sse_events(streamed) if name == "RunCompleted"]
+    assert completed["content"].startswith("calculator returned: 2\n")
+
+    job = http.get(f"jobs/{job_id}/").json()
+    assert job["status"] == "succeeded", job
+    assert job["result"]["content"] == completed["content"]
+    assert [(d["decision"], d["note"]) for d in job["decisions"]] == [("approved", ""), ("rejected", "not today")]
+    ended = Job.objects.get(public_id=job_id)
+    assert ended.pauses == 2
+    assert ChatMessage.objects.filter(job=ended, role=ChatMessage.Role.ASSISTANT).count() == 1
+    assert list(JobEvent.objects.filter(job=ended).order_by("seq").values_list("type", flat=True)) == [
+        "job.action_required", "job.action_required", "job.succeeded"]
+
+
+def test_an_agentos_run_waiting_for_input_continues_with_the_values_sent_to_continue(agentos, http, user):
+    agent = make_agent(user, tools=["calculator"], tool_policies={"calculator": "input"})
+    server = agentos()
+    alice = server.client(make_token(user))
+    paused = run(alice, agent.public_id, "/tool calculator").json()
+    [requirement] = paused["requirements"]
+    tool = requirement["tool_execution"]
+    assert [f["name"] for f in tool["user_input_schema"]] == ["expression"]
+    job_id = f"job-{paused['run_id']}"[:40]
+    assert http.get(f"jobs/{job_id}/").json()["required_action"]["actions"][0]["type"] == "input"
+
+    answered = {**tool, "user_input_schema": [{**f, "value": "5*5"} for f in tool["user_input_schema"]]}
+    continued = alice.post(f"/agents/{agent.public_id}/runs/{paused['run_id']}/continue", data={
+        "tools": json.dumps([answered]), "session_id": paused["session_id"], "stream": "false"})
+
+    assert continued.status_code == 200, continued.text
+    assert continued.json()["content"] == "calculator returned: 25"
+    job = http.get(f"jobs/{job_id}/").json()
+    assert job["status"] == "succeeded" and job["result"]["content"] == "calculator returned: 25"
+    assert [(d["decision"], d["values"]) for d in job["decisions"]] == [("input", {"expression": "5*5"})]
+
+
+def test_a_run_paused_in_agentos_may_be_decided_over_the_rest_api_and_a_worker_continues_it(
+        agentos, start_worker, http, user):
+    """The paused AgentOS run is an Opie job like any other: deciding its action on
+    `POST jobs/<id>/actions/` queues it, and a Celery worker continues the stored run;
+    AgentOS then has it as a completed run of the session, no longer a paused one."""
+    start_worker()
+    agent = make_agent(user, tools=["calculator"], tool_policies={"calculator": "approve"})
+    server = agentos()
+    alice = server.client(make_token(user))
+    paused = run(alice, agent.public_id, "/tool calculator 2+2").json()
+    job_id, session_id = f"job-{paused['run_id']}"[:40], paused["session_id"]
+    [action] = http.get(f"jobs/{job_id}/").json()["required_action"]["actions"]
+
+    decided = http.post(f"jobs/{job_id}/actions/", json={"decisions": [{"action_id": action["id"], "approved": True}]})
+    assert decided.status_code == 202, decided.text
+    job = wait_for_job(http, job_id)
+
+    assert job["status"] == "succeeded" and job["result"]["content"] == "calculator returned: 4", job
+    runs = alice.get(f"/sessions/{session_id}/runs", params={"type": "agent"}).json()
+    assert [(r["run_id"], r["status"], r["content"]) for r in runs] == [
+        (paused["run_id"], "COMPLETED", "calculator returned: 4")]
+    assert ChatMessage.objects.filter(session__public_id=session_id).count() == 2
 
 
 def lock_waiters() -> int:

@@ -221,3 +221,25 @@ def paused_jobs_due(*, now: datetime, limit: int = 1000) -> list[int]:
     return list(RunPause.objects.filter(resumed_at__isnull=True, expires_at__lt=now,
                                         job__status=Job.Status.REQUIRES_ACTION)
                 .values_list("job_id", flat=True)[:limit])
+
+
+# --- a pause continued by agno's AgentOS server ------------------------------------------------------
+
+def pause_settle(*, job: Job, user: AbstractBaseUser, calls: dict[str, dict[str, Any]], now: datetime) -> None:
+    """Inside the transaction that records how a pause of `job` was continued outside
+    the queue (agno's AgentOS continue endpoint, which takes the decisions in its own
+    request): each pending action of the open pause gets the decision its tool call
+    carried, keyed by tool call id (`{"approved": bool, "note", "arguments"}` or
+    `{"values": {...}}`), as an audited `ActionDecision` by `user`; the pause is marked
+    resumed. An action whose call carried none stays pending (the job's ending closes it)."""
+    pause = RunPause.objects.filter(job=job, resumed_at__isnull=True).order_by("-number").first()
+    if pause is None:
+        return
+    for action in pause.actions.filter(status=JobAction.Status.PENDING):
+        call = calls.get(action.tool_call_id)
+        if call is None:
+            continue
+        decision = Decision(action_id=action.public_id, approved=call.get("approved"), note=call.get("note") or "",
+                            arguments=call.get("arguments"), values=call.get("values"))
+        _record(action, decision, user=user, override=job.owner_id != user.pk)
+    RunPause.objects.filter(pk=pause.pk).update(resumed_at=now)

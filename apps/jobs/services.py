@@ -18,10 +18,11 @@ from apps.agents.sync import agents_for_sync
 from apps.chat.models import ChatMessage, ChatSession
 from apps.chat.services import session_changed, session_create
 from apps.common import DomainError, insert_new, public_id
-from apps.events.services import job_created
+from apps.events.services import job_created, job_status_changed
+from apps.jobs.actions import pause_record, pause_settle
 from apps.jobs.dispatch import job_dispatch_on_commit
 from apps.jobs.lifecycle import job_ended_effects
-from apps.jobs.models import Job
+from apps.jobs.models import Job, RunPause
 from apps.webhooks.services import callback_url_validate
 
 MULTITASK = ("enqueue", "reject", "interrupt")
@@ -179,3 +180,85 @@ def message_record(*, user: AbstractBaseUser, agent: Agent, session: ChatSession
     session_changed(session_id=session.public_id)
     job_ended_effects(job_id=job.pk)
     return job
+
+
+def _agentos_job_id(run_id: str) -> str:
+    return f"job-{run_id}"[:40]
+
+
+@transaction.atomic
+def message_record_paused(*, user: AbstractBaseUser, agent: Agent, session: ChatSession, run_id: str, message: str,
+                          run_state: dict[str, Any], actions: list[dict[str, Any]],
+                          calls: dict[str, dict[str, Any]] | None = None) -> Job:
+    """Record a run of agno's AgentOS server that paused before a tool needing a person,
+    as a worker's paused run is stored (apps.jobs.lifecycle.job_pause): its message job
+    (the id scheme of `message_record`) is `requires_action` with its user message, the
+    stored run (`run_state`) and one action per pending requirement, with its
+    `job.action_required` event. So the Opie API shows it, and AgentOS's own continue
+    endpoint finds it again (apps.opie.agentos.agno_db).
+
+    Idempotent: agno saves a run more than once, and a save whose pending
+    requirements are those of the open pause writes nothing. A run continued in
+    AgentOS that pauses again is the job's next pause: the previous one is settled
+    with the decisions its tool calls carried (`calls`, see `pause_settle`). A job
+    that is no longer `requires_action` (ended, or decided over the Opie API and
+    queued for a worker) is left as it is."""
+    now = timezone.now()
+    job = Job.objects.select_for_update().filter(public_id=_agentos_job_id(run_id)).first()
+    if job is None:
+        message_id = public_id("msg")
+        job = Job.objects.create(
+            public_id=_agentos_job_id(run_id), owner=user, kind=Job.Kind.MESSAGE, agent=agent, session=session,
+            status=Job.Status.REQUIRES_ACTION, attempts=1, worker="agentos",
+            input={"message_id": message_id, "source": "agentos", "agno_run_id": run_id},
+            enqueued_at=now, started_at=now)
+        ChatMessage.objects.create(public_id=message_id, session=session, role=ChatMessage.Role.USER,
+                                   content=message, job=job)
+        ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
+        ChatSession.objects.filter(pk=session.pk, title="").update(title=message.strip()[:80])
+        session_changed(session_id=session.public_id)
+    elif job.status != Job.Status.REQUIRES_ACTION:
+        return job
+    else:
+        open_pause = RunPause.objects.filter(job=job, resumed_at__isnull=True).order_by("-number").first()
+        if open_pause is not None and (set(open_pause.actions.values_list("requirement_id", flat=True))
+                                       == {a["requirement_id"] for a in actions}):
+            return job  # the same pause saved again
+        pause_settle(job=job, user=user, calls=calls or {}, now=now)
+    number = job.pauses + 1
+    Job.objects.filter(pk=job.pk).update(pauses=number)
+    job.pauses = number
+    pause_record(job=job, number=number, run_state=run_state, actions=actions, now=now)
+    job_status_changed(job=job)  # `job.action_required`, with the pending actions in its data
+    return job
+
+
+@transaction.atomic
+def message_record_end(*, user: AbstractBaseUser, agent: Agent, session: ChatSession, run_id: str, message: str,
+                       reply: str | None, tool_calls: list[dict[str, Any]] | None = None,
+                       metrics: dict[str, Any] | None = None, error: str = "",
+                       calls: dict[str, dict[str, Any]] | None = None) -> Job:
+    """Record the end of a run of agno's AgentOS server. A run that paused first
+    (`message_record_paused`) and was continued through AgentOS's continue endpoint
+    ends its `requires_action` job here, once: succeeded with its one reply, or failed;
+    its open pause is settled with the decisions its tool calls carried (`calls`), and
+    the ending has its terminal event like any other (`job_ended_effects`). Any other
+    run is `message_record`'s (a new finished job, or nothing when it is recorded)."""
+    job = Job.objects.select_for_update().filter(public_id=_agentos_job_id(run_id)).first()
+    if job is None or job.status != Job.Status.REQUIRES_ACTION:
+        return message_record(user=user, agent=agent, session=session, run_id=run_id, message=message, reply=reply,
+                              tool_calls=tool_calls, metrics=metrics, error=error)
+    now = timezone.now()
+    pause_settle(job=job, user=user, calls=calls or {}, now=now)
+    succeeded = reply is not None
+    ended: dict[str, Any] = dict(status=Job.Status.SUCCEEDED if succeeded else Job.Status.FAILED, finished_at=now,
+                                 error_code="" if succeeded else "model_error", error_message=error[:4000])
+    if succeeded:
+        answer = ChatMessage.objects.create(session=session, role=ChatMessage.Role.ASSISTANT, content=reply,
+                                            tool_calls=tool_calls or [], metrics=metrics or {}, job=job)
+        ended["result"] = {"message_id": answer.public_id, "content": reply, "tool_calls": tool_calls or [],
+                           "metrics": metrics or {}}
+    Job.objects.filter(pk=job.pk).update(**ended)
+    ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
+    session_changed(session_id=session.public_id)
+    return job_ended_effects(job_id=job.pk)

@@ -7,6 +7,12 @@ AgentOS (`manage.py agentos_start`) reads and writes sessions through an agno
 by: a conversation started over the REST API continues in AgentOS with its
 history, and AgentOS runs show up in `/api/v1/agentos/sessions/`.
 
+A run that pauses for a person (a tool whose policy is `approve` or `input`)
+is a `requires_action` job with its stored run and actions, as a worker's
+paused run is (apps.jobs.actions); the session offers it back to agno as a
+PAUSED run, so AgentOS's own `POST /agents/<id>/runs/<run_id>/continue` goes
+on from it, and the same job ends when the continued run does.
+
 Every read and write is scoped to the user the request authenticated as
 (`current_user`, set by the server's auth middleware), never to the `user_id`
 a client passes: another user's session does not exist here either. Every
@@ -37,7 +43,9 @@ from apps.agents.selectors import agent_get_visible
 from apps.chat.models import ChatSession
 from apps.chat.selectors import session_messages
 from apps.chat.services import session_changed, session_create
-from apps.jobs.services import message_record
+from apps.jobs.models import Job, RunPause
+from apps.jobs.services import message_record_end, message_record_paused
+from workers.paused import pause_actions, pause_state
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +170,11 @@ class DjangoSessionDb(AsyncBaseDb):
         runs: dict[int, dict[str, Any]] = {}
         for message in session_messages(session=session):
             job = message.job
+            if job is not None and job.status == Job.Status.REQUIRES_ACTION and job.pk not in runs:
+                paused = self._paused_run(job)
+                if paused is not None:
+                    runs[job.pk] = paused
+                continue
             if job is None or job.status != "succeeded":
                 continue  # history is the completed exchanges, as for the workers
             run = runs.setdefault(job.pk, {
@@ -176,6 +189,18 @@ class DjangoSessionDb(AsyncBaseDb):
                 run["content"] = message.content
         ordered = list(runs.values())
         return ordered[-limit:] if limit else ordered
+
+    @staticmethod
+    def _paused_run(job: Job) -> dict[str, Any] | None:
+        """A run paused in AgentOS, whole as agno stored it (its messages, tools and
+        requirements), so its continue endpoint finds it and `RunOutput.from_dict`
+        gives agno back what it needs to go on. agno leaves paused runs out of the
+        history it builds. A worker's paused run is not offered: it continues through
+        the Opie API (POST jobs/<id>/actions/), in a worker."""
+        if (job.input or {}).get("source") != "agentos":
+            return None
+        pause = RunPause.objects.filter(job=job, resumed_at__isnull=True).order_by("-number").first()
+        return {**pause.run_state["run"], "status": RunStatus.paused.value} if pause is not None else None
 
     def _as_dict(self, session: Any, runs_limit: int | None = None, include_runs: bool = True) -> dict[str, Any]:
         return {
@@ -237,8 +262,10 @@ class DjangoSessionDb(AsyncBaseDb):
         return len(deleted)
 
     def _record_run(self, run: Any, session_id: str) -> None:
-        """Only finished runs are recorded; agno saves a run again as it goes."""
-        if run.status not in (RunStatus.completed, RunStatus.error):
+        """Paused and finished runs are recorded; agno saves a run again as it goes.
+        A paused run is a `requires_action` job with its stored run and actions; when
+        AgentOS's continue endpoint finishes it, the same job ends."""
+        if run.status not in (RunStatus.completed, RunStatus.error, RunStatus.paused):
             return
         session = self._owned().filter(public_id=session_id).first()
         if session is None:
@@ -246,13 +273,34 @@ class DjangoSessionDb(AsyncBaseDb):
             return
         message = run.input.input_content if run.input is not None else ""
         message = message if isinstance(message, str) else str(message)
+        if run.status == RunStatus.paused:
+            message_record_paused(user=session.owner, agent=session.agent, session=session, run_id=run.run_id,
+                                  message=message, run_state=pause_state(run, []), actions=pause_actions(run),
+                                  calls=_decided_calls(run))
+            return
         reply = run.content if isinstance(run.content, str) else str(run.content or "")
         metrics = run.metrics.to_dict() if run.metrics is not None else {}
         tools = [{"id": t.tool_call_id, "name": t.tool_name, "arguments": t.tool_args or {}, "result": t.result}
                  for t in run.tools or []]
-        message_record(user=session.owner, agent=session.agent, session=session, run_id=run.run_id,
-                       message=message, reply=reply if run.status == RunStatus.completed else None,
-                       tool_calls=tools, metrics=metrics, error=reply)
+        message_record_end(user=session.owner, agent=session.agent, session=session, run_id=run.run_id,
+                           message=message, reply=reply if run.status == RunStatus.completed else None,
+                           tool_calls=tools, metrics=metrics, error=reply, calls=_decided_calls(run))
+
+
+def _decided_calls(run: Any) -> dict[str, dict[str, Any]]:
+    """The decisions a continued run's tool calls carry, by tool call id, as
+    `apps.jobs.actions.pause_settle` takes them: agno marks a confirmed or
+    rejected call `confirmed`, and an answered one `answered` with its values."""
+    calls: dict[str, dict[str, Any]] = {}
+    for tool in run.tools or []:
+        if not tool.tool_call_id:
+            continue
+        if tool.answered:
+            calls[tool.tool_call_id] = {"values": {f.name: f.value for f in tool.user_input_schema or []}}
+        elif tool.confirmed is not None:
+            calls[tool.tool_call_id] = {"approved": bool(tool.confirmed), "note": tool.confirmation_note or "",
+                                        "arguments": dict(tool.tool_args or {}) if tool.confirmed else None}
+    return calls
 
 
 def _unsupported(name: str) -> Any:
