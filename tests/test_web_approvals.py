@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from apps.agents.admin import AgentForm
 from apps.chat.models import ChatMessage
 from apps.jobs.models import ActionDecision, Job, JobAction
 from apps.jobs.services import message_send
-from tests.factories import make_agent
+from tests.factories import make_agent, make_user
 from workers.execution import execute_message_job
 
 
@@ -210,3 +211,35 @@ def test_the_agent_page_saves_tool_policies_and_bumps_the_version(alice, user):
     assert wrong.status_code == 200 and "must be one of auto, approve, input" in wrong.content.decode()
     agent.refresh_from_db()
     assert agent.tool_policies == {"calculator": "approve"} and agent.version == 2
+
+
+def test_the_admin_shows_pauses_actions_and_decisions_as_a_read_only_audit(alice, user):
+    job = paused_job(user, approving_agent(user))
+    action = action_of(job)
+    decide(alice, job, action, decision="reject", note="wrong sum")
+    decision = ActionDecision.objects.get()
+    staff = Client()
+    staff.force_login(make_user("root", is_staff=True, is_superuser=True))
+
+    job_page = staff.get(f"/admin/jobs/job/{job.pk}/change/").content.decode()
+    action_page = staff.get(f"/admin/jobs/jobaction/{action.pk}/change/").content.decode()
+    audit = staff.get(f"/admin/jobs/actiondecision/{decision.pk}/change/")
+
+    assert action.public_id in job_page and "Run pauses" in job_page
+    assert "wrong sum" in action_page and "alice" in action_page
+    assert audit.status_code == 200 and "wrong sum" in audit.content.decode()
+    assert 'name="note"' not in audit.content.decode(), "read-only"
+    assert staff.get("/admin/jobs/actiondecision/add/").status_code == 403
+    assert staff.get("/admin/jobs/runpause/").status_code == 200
+
+
+def test_the_agent_admin_refuses_an_unknown_tool_policy(user):
+    agent = approving_agent(user)
+    data = {"owner": user.pk, "name": agent.name, "model_provider": "local", "model_id": "echo",
+            "model_options": "{}", "tools": '["calculator"]', "visibility": "private", "version": agent.version}
+
+    wrong = AgentForm(data={**data, "tool_policies": '{"calculator": "always"}'}, instance=agent)
+    right = AgentForm(data={**data, "tool_policies": '{"calculator": "input"}'}, instance=agent)
+
+    assert not wrong.is_valid() and "must be one of auto, approve, input" in str(wrong.errors)
+    assert right.is_valid(), right.errors
