@@ -172,6 +172,53 @@ def test_a_slow_reply_can_be_cancelled_and_a_failed_one_retried(page, start_work
     expect(page.locator(".msg.user p").last).to_have_text("/fail upstream is down")
 
 
+def test_a_tool_call_waiting_for_approval_is_approved_from_the_chat_and_the_reply_follows(page, start_worker, user):
+    from playwright.sync_api import expect
+
+    start_worker()
+    agent = make_agent(user, name="Careful", tools=["calculator"], tool_policies={"calculator": "approve"})
+    page.goto(f"/agentos/chat/{agent.public_id}/")
+
+    send(page, "/tool calculator 2+2")
+    card = page.locator("form.action-card")
+    expect(card).to_be_visible()  # live: the stream said job.action_required, no reload
+    expect(page.locator(".msg.pending .status")).to_have_text("Waiting for your decision…")
+    expect(card.get_by_role("heading")).to_contain_text("calculator")
+    expect(card.locator("pre")).to_contain_text('"expression": "2+2"')
+    card.get_by_label("Note").fill("looks right")
+    shot(page, "approval")
+    card.get_by_role("button", name="Approve").click()
+
+    expect(page.locator(".msg.assistant .content").last).to_have_text("calculator returned: 4")
+    expect(page.locator(".msg.pending")).to_have_count(0)
+    page.get_by_role("link", name="Approvals", exact=True).click()
+    expect(page.get_by_text("Nothing waits for you.")).to_be_visible()
+
+
+def test_an_input_is_given_in_the_chat_and_a_stale_card_elsewhere_says_it_was_decided(page, start_worker, user):
+    from playwright.sync_api import expect
+
+    start_worker()
+    agent = make_agent(user, name="Asker", tools=["calculator"], tool_policies={"calculator": "input"})
+    page.goto(f"/agentos/chat/{agent.public_id}/")
+    send(page, "/tool calculator")
+    expect(page.locator("form.action-card")).to_contain_text("Input needed for calculator")
+    approvals = page.context.new_page()  # a second tab, on the Approvals page
+    approvals.goto("/agentos/approvals/")
+    stale = approvals.locator("form.action-card")
+    expect(stale.get_by_role("link", name="/tool calculator")).to_be_visible()  # its session, by title
+    shot(approvals, "approvals")
+
+    page.locator("form.action-card").get_by_label("expression").fill("5*5")
+    page.get_by_role("button", name="Submit").click()
+    expect(page.locator(".msg.assistant .content").last).to_have_text("calculator returned: 25")
+
+    stale.get_by_label("expression").fill("6*6")
+    stale.get_by_role("button", name="Submit").click()
+    expect(stale.get_by_role("alert")).to_contain_text("already decided")
+    approvals.close()
+
+
 def test_a_reply_queued_while_no_worker_runs_arrives_when_one_starts(page, start_worker, user):
     from playwright.sync_api import expect
 

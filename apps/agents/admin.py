@@ -9,12 +9,14 @@ from django.http import HttpRequest
 from apps.agents.models import Agent
 from apps.agents.providers import validate_model_spec
 from apps.agents.services import agent_audience, agent_cache_invalidate_on_commit
+from apps.agents.tools import validate_tool_names, validate_tool_policies
 from apps.common import DomainError
 
 
 class AgentForm(forms.ModelForm):
-    """The API's model checks apply here too: no unknown option (such as an `api_key`)
-    gets into the database through the admin; keys come from the environment."""
+    """The API's checks apply here too: no unknown option (such as an `api_key`)
+    gets into the database through the admin; keys come from the environment. Nor
+    an unknown tool, or a tool policy other than auto / approve / input."""
 
     class Meta:
         model = Agent
@@ -25,6 +27,8 @@ class AgentForm(forms.ModelForm):
         try:
             validate_model_spec(data.get("model_provider", ""), data.get("model_id", ""),
                                 data.get("model_options") or {})
+            validate_tool_names(data.get("tools") or [])
+            validate_tool_policies(data.get("tool_policies") or {})
         except DomainError as exc:
             raise ValidationError(exc.message) from None
         return data
@@ -38,6 +42,17 @@ class AgentAdmin(admin.ModelAdmin):
     search_fields = ("name", "public_id", "owner__username")
     readonly_fields = ("public_id", "version", "created_at", "updated_at")
     filter_horizontal = ("shared_with",)
+    fieldsets = (
+        (None, {"fields": ("public_id", "owner", "name", "description", "instructions", "enabled", "is_vault")}),
+        ("Model", {"fields": ("model_provider", "model_id", "model_options")}),
+        ("Tools", {"fields": ("tools", "tool_policies"),
+                   "description": 'Tool names, e.g. ["calculator"]; policies, e.g. {"calculator": "approve"} '
+                                  "(auto, the default, runs a call at once; approve and input pause the run "
+                                  "for a person)."}),
+        ("Sharing", {"fields": ("visibility", "shared_with")}),
+        ("Sync", {"fields": ("sync_status", "sync_error", "synced_at", "config_hash"), "classes": ("collapse",)}),
+        ("Version", {"fields": ("version", "created_at", "updated_at")}),
+    )
 
     # The admin writes around apps.agents.services, so it invalidates the cache
     # itself: a change of sharing made here must reach permissions at once too.

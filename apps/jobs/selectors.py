@@ -11,7 +11,7 @@ from django.utils import timezone
 from apps.agents.models import Agent
 from apps.chat.models import ChatSession
 from apps.common import DomainError, NotFound, columns, fetch_instances
-from apps.jobs.models import Job
+from apps.jobs.models import Job, JobAction
 
 # the job with its agent's and session's public ids (all the job's JSON needs of them; other
 # fields of theirs load on first use): every poll, long-poll and stream starts with this lookup
@@ -29,6 +29,15 @@ def job_get_owned(*, user: AbstractBaseUser, job_id: str) -> Job:
     job, agent, session = found
     job.agent, job.session = agent, session  # type: ignore[assignment]
     return job  # type: ignore[return-value]
+
+
+def actions_pending(*, user: AbstractBaseUser, jobs: list[Job] | None = None) -> QuerySet[JobAction]:
+    """What waits for `user`: the undecided actions of their paused jobs (of `jobs` when given),
+    newest first, with what a card shows of them (agent, session, the pause's expiry)."""
+    actions = (JobAction.objects.filter(job__owner=user, job__status=Job.Status.REQUIRES_ACTION,
+                                        status=JobAction.Status.PENDING)
+               .select_related("job__agent", "job__session", "pause").order_by("-created_at", "-id"))
+    return actions.filter(job__in=jobs) if jobs is not None else actions
 
 
 def job_list(*, user: AbstractBaseUser, status: str | None = None, kind: str | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from functools import wraps
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.contrib.auth.decorators import login_required
@@ -18,13 +18,13 @@ from apps.accounts.models import ApiToken
 from apps.accounts.services import api_token_create, api_token_revoke
 from apps.agents.models import Agent
 from apps.agents.selectors import agent_get_visible
-from apps.agents.tools import TOOLS
+from apps.agents.tools import POLICIES, TOOLS, tool_policy
 from apps.chat.selectors import session_get_owned
 from apps.chat.services import session_delete, session_rename
 from apps.common import AgentOSDisabled, DomainError, NotFound, agentos_enabled_check
 from apps.events.stream import event_stream_response, job_for_stream
-from apps.jobs.models import Job
-from apps.jobs.selectors import agent_metrics, job_get_owned
+from apps.jobs.models import Job, JobAction
+from apps.jobs.selectors import actions_pending, agent_metrics, job_get_owned
 from apps.knowledge.models import Document
 from apps.knowledge.selectors import document_get, kb_list_visible
 from apps.knowledge.services import document_upload, kb_attach, kb_detach, vault_for
@@ -98,6 +98,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "info": svc.info(), "agents": svc.get_available_agents(), "sessions": svc.list_sessions(limit=8)["sessions"],
         "in_flight": in_flight.select_related("agent", "session").order_by("-created_at")[:10],
         "failures": failures.select_related("agent", "session").order_by("-finished_at")[:5],
+        "waiting": actions_pending(user=request.user).count(),
         "workers": _workers_online() if request.user.is_staff else None})
 
 
@@ -149,7 +150,10 @@ def agent_edit(request: HttpRequest, agent_id: str) -> HttpResponse:
             "instructions": form.get("instructions", ""), "tools": form.getlist("tools"),
             "visibility": form.get("visibility", "private"),
             "shared_with": [u.strip() for u in form.get("shared_with", "").split(",") if u.strip()],
-            "model_provider": form.get("model_provider", "local"), "model_id": form.get("model_id", "echo")}
+            "model_provider": form.get("model_provider", "local"), "model_id": form.get("model_id", "echo"),
+            # what the selects show is what is stored; `auto` is the default, so it is left out
+            "tool_policies": {tool: form[f"policy_{tool}"] for tool in TOOLS
+                              if form.get(f"policy_{tool}", "auto") != "auto"}}
         try:
             svc.update_agent(agent_id, **changes)
             wanted = set(form.getlist("knowledge"))
@@ -165,7 +169,8 @@ def agent_edit(request: HttpRequest, agent_id: str) -> HttpResponse:
         agent.refresh_from_db()
     attached = set(agent.knowledge_bases.values_list("public_id", flat=True))
     return render(request, "opie/agent_edit.html", {
-        "agent": agent, "tools": sorted(TOOLS), "knowledge": readable, "attached": attached, "error": error,
+        "agent": agent, "tools": [(name, tool_policy(agent.tool_policies, name)) for name in sorted(TOOLS)],
+        "policies": POLICIES, "knowledge": readable, "attached": attached, "error": error,
         "shared_with": ", ".join(agent.shared_with.values_list("username", flat=True)),
         "providers": ["local", "openai", "openai_like", "anthropic", "ollama"]})
 
@@ -186,6 +191,7 @@ def chat(request: HttpRequest, agent_id: str) -> HttpResponse:
     vault = vault_for(user=request.user)
     return render(request, "opie/chat.html", {
         "agent": agent, "sessions": sessions, "session": session, "replies": replies,
+        "actions": _cards_by_job(request, replies),
         "documents": vault.documents.defer("data").select_related("knowledge_base", "job")[:10]})
 
 
@@ -195,6 +201,22 @@ def _replies_by_job(request: HttpRequest, session: dict[str, Any] | None) -> dic
         return {}
     ids = [m["job_id"] for m in session["messages"] if m["job_id"]]
     return {j.public_id: j for j in Job.objects.filter(owner=request.user, public_id__in=ids)}
+
+
+def _cards_by_job(request: HttpRequest, replies: dict[str, Job]) -> dict[str, list[dict[str, Any]]]:
+    """The action cards of the transcript's paused jobs: a page loaded while a run waits shows them."""
+    paused = [job for job in replies.values() if job.status == Job.Status.REQUIRES_ACTION]
+    cards: dict[str, list[dict[str, Any]]] = {}
+    if paused:
+        for card in _cards(actions_pending(user=request.user, jobs=paused).order_by("id")):
+            cards.setdefault(card["action"].job.public_id, []).append(card)
+    return cards
+
+
+def _cards(actions: Iterable[JobAction]) -> list[dict[str, Any]]:
+    """What an action card shows: the action, and the call's arguments as indented JSON."""
+    return [{"action": action, "arguments": json.dumps(action.arguments, indent=2, ensure_ascii=False)}
+            for action in actions]
 
 
 @page
@@ -221,7 +243,9 @@ def job_reply(request: HttpRequest, job_id: str) -> HttpResponse:
     job = job_get_owned(user=request.user, job_id=job_id)
     reply = job.messages.filter(role="assistant").first()
     user_message = job.messages.filter(role="user").first()
-    return render(request, "opie/_reply.html", {"job": job, "reply": reply, "user_message": user_message})
+    actions = _cards(actions_pending(user=request.user, jobs=[job]).order_by("id")) if job.pauses else []
+    return render(request, "opie/_reply.html", {"job": job, "reply": reply, "user_message": user_message,
+                                                "actions": actions})
 
 
 @page
@@ -246,6 +270,54 @@ def job_cancel_request(request: HttpRequest, job_id: str) -> HttpResponse:
         if isinstance(exc, NotFound):
             raise
     return HttpResponse(status=204)
+
+
+# paused runs: a person decides
+@page
+@require_GET
+def job_actions(request: HttpRequest, job_id: str) -> HttpResponse:
+    """The cards of a paused job's pending actions: the chat fetches them into the
+    pending reply when its stream says `job.action_required` (the stream goes on)."""
+    job = job_get_owned(user=request.user, job_id=job_id)
+    actions = actions_pending(user=request.user, jobs=[job]).order_by("id")
+    return render(request, "opie/_actions.html", {"actions": _cards(actions)})
+
+
+@page
+@require_POST
+def action_decide(request: HttpRequest, job_id: str, action_id: str) -> HttpResponse:
+    """One card's form: Approve or Reject (with its note), or Submit the input's values
+    (fields `value:<name>`). The service checks the rest, as for the API's decisions."""
+    form = request.POST
+    choice = form.get("decision", "")
+    decision: dict[str, Any] = {"action_id": action_id, "note": form.get("note", "")}
+    if choice == "input":
+        decision["values"] = {name.removeprefix("value:"): value for name, value in form.items()
+                              if name.startswith("value:")}
+    elif choice in ("approve", "reject"):
+        decision["approved"] = choice == "approve"
+    else:
+        return render(request, "opie/_error_note.html", {"message": "Choose Approve or Reject."}, status=400)
+    try:
+        job = AgentOSService(request.user).decide_actions(job_id, [decision])
+    except DomainError as exc:
+        if isinstance(exc, NotFound):
+            raise
+        return render(request, "opie/_error_note.html", {"message": exc.message}, status=exc.status)
+    return render(request, "opie/_action_decided.html", {"action_id": action_id, "choice": choice,
+                                                         "waiting": job["status"] == Job.Status.REQUIRES_ACTION})
+
+
+APPROVALS_SHOWN = 100  # the newest; the page says how many more wait
+
+
+@page
+@require_GET
+def approvals(request: HttpRequest) -> HttpResponse:
+    """Every action waiting for the user, across their sessions and agents, newest first."""
+    pending = actions_pending(user=request.user)
+    return render(request, "opie/approvals.html", {"actions": _cards(pending[:APPROVALS_SHOWN]),
+                                                   "total": pending.count(), "shown": APPROVALS_SHOWN})
 
 
 # vault uploads

@@ -1,7 +1,9 @@
 // Live replies: each pending reply follows its job's Server-Sent Events, shows
 // status, tool calls and the reply's growing text (`content.delta`, which
 // carries the whole text so far) as they happen, and swaps in the finished,
-// rendered reply when the job ends.
+// rendered reply when the job ends. A run that pauses for a person
+// (`job.action_required`) shows the cards of its pending actions in the same
+// bubble; after the decision the stream goes on as for any reply.
 (function () {
   "use strict";
   function follow(el) {
@@ -10,6 +12,8 @@
     var status = el.querySelector(".status");
     var tools = el.querySelector(".tools");
     var content = el.querySelector(".content");
+    var actions = el.querySelector(".actions");
+    var paused = false;
     var source = new EventSource(el.dataset.events);
     var done = false;
     function finish() {
@@ -18,8 +22,19 @@
       source.close();
       htmx.ajax("GET", el.dataset.reply, { target: el, swap: "outerHTML" });
     }
-    source.addEventListener("job.queued", function () { status.textContent = "Queued — waiting for a worker…"; });
-    source.addEventListener("job.running", function () { status.textContent = "Thinking…"; });
+    function resumed() {
+      // decided (here or elsewhere): cards still undecided on this page are stale, decided notes stay
+      if (!paused) return;
+      paused = false;
+      if (actions) actions.querySelectorAll("form.action-card").forEach(function (card) { card.remove(); });
+    }
+    source.addEventListener("job.queued", function () { resumed(); status.textContent = "Queued — waiting for a worker…"; });
+    source.addEventListener("job.running", function () { resumed(); status.textContent = "Thinking…"; });
+    source.addEventListener("job.action_required", function () {
+      paused = true;
+      status.textContent = "Waiting for your decision…";
+      if (actions) htmx.ajax("GET", el.dataset.actions, { target: actions, swap: "innerHTML" });
+    });
     source.addEventListener("tool_call.started", function (e) {
       var data = JSON.parse(e.data);
       var card = document.createElement("details");
@@ -55,4 +70,20 @@
     }
   });
   document.addEventListener("htmx:afterSettle", function (e) { scan(e.target.parentNode || document); });
+  // A refused decision (400 bad input, 409 already decided or the job ended) is said on its
+  // card; htmx drops error responses by default.
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var card = e.detail.elt && e.detail.elt.closest && e.detail.elt.closest("form.action-card");
+    var code = e.detail.xhr.status;
+    if (!card || code < 400 || code >= 500) return;
+    var place = card.querySelector(".action-error");
+    if (!/^<p class="error"/.test(e.detail.serverResponse || "")) {  // a whole page (404, 403): not for the card
+      place.textContent = "This action cannot be decided here (error " + code + "); reload the page.";
+      return;
+    }
+    e.detail.shouldSwap = true;
+    e.detail.isError = false;
+    e.detail.target = place;
+    e.detail.swapOverride = "innerHTML";
+  });
 })();
