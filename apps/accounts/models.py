@@ -17,3 +17,17 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+
+class UserQuota(models.Model):
+    """One user's own limits, where they differ from the deployment's
+    (AGENTOS_USER_MAX_RUNNING, AGENTOS_USER_MAX_QUEUED); set by staff in the admin."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota")
+    max_running = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Jobs of this user that may run at once, across all workers (0: no limit).")
+    max_queued = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Jobs of this user that may wait at once; past it, 429 queue_full.")
+
+    def __str__(self) -> str:
+        return f"quota of {self.user}"

@@ -30,6 +30,12 @@ class Job(models.Model):
 
     TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.EXPIRED)
 
+    class Priority(models.IntegerChoices):
+        """Orders one user's own waiting jobs (apps.jobs.admission); never another user's."""
+        LOW = 0, "low"
+        NORMAL = 1, "normal"
+        HIGH = 2, "high"
+
     public_id = models.CharField(max_length=40, unique=True, default=_job_id, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.MESSAGE)
@@ -58,6 +64,9 @@ class Job(models.Model):
     event_seq = models.PositiveIntegerField(default=0)
     # how many times its run paused for a person (apps.jobs.actions); 0: it has no actions to show
     pauses = models.PositiveSmallIntegerField(default=0)
+    priority = models.SmallIntegerField(choices=Priority.choices, default=Priority.NORMAL)
+    # the failed job this one runs again (POST jobs/<id>/retry/)
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
     created_at = models.DateTimeField(auto_now_add=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -69,6 +78,9 @@ class Job(models.Model):
             models.Index(fields=["owner", "-created_at", "-id"]),
             models.Index(fields=["session", "id"]),
             models.Index(fields=["status", "enqueued_at"]),
+            # a user's unfinished jobs: the admission window and the queue caps count them on every send
+            models.Index(fields=["owner", "status", "-priority", "id"], name="jobs_job_owner_waiting",
+                         condition=models.Q(status__in=["queued", "running"])),
         ]
 
     def __str__(self) -> str:

@@ -23,6 +23,15 @@ AGENTOS_JOB_TIMEOUT_MAX = env_int("AGENTOS_JOB_TIMEOUT_MAX", 3600)
 # How long a paused run's pending action (approve a tool call, supply its input) waits for
 # a decision, never past the job's own deadline; then the job ends `expired` (apps.jobs.actions).
 AGENTOS_ACTION_TIMEOUT = env_int("AGENTOS_ACTION_TIMEOUT", 24 * 3600)
+# Fair sharing (apps.jobs.admission): how many of one user's message jobs may run (or be
+# on their way to a worker) at once, across all workers; the rest wait in PostgreSQL, so
+# one user's backlog never stands in front of another user's jobs. A per-user override is
+# in the admin (UserQuota). 0: no limit, and the queue is first come, first served.
+AGENTOS_USER_MAX_RUNNING = env_int("AGENTOS_USER_MAX_RUNNING", 20)
+# Backpressure: a user's queued jobs (per-user override in the admin), and everyone's; past
+# either, job-creating calls answer 429 `queue_full` with Retry-After and write nothing. 0: no cap.
+AGENTOS_USER_MAX_QUEUED = env_int("AGENTOS_USER_MAX_QUEUED", 10_000)
+AGENTOS_MAX_QUEUED = env_int("AGENTOS_MAX_QUEUED", 100_000)
 # A running job's lease; its worker renews it every few seconds. A worker that
 # dies stops renewing, and the sweeper hands the job to another after this long.
 AGENTOS_LEASE_SECONDS = env_int("AGENTOS_LEASE_SECONDS", 30)
