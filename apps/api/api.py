@@ -126,7 +126,7 @@ def _accept_message(request: HttpRequest, payload: SendMessageIn) -> Any:
     check_job_rate(request)
     return idempotent(request, lambda: (202, svc.send_message(
         payload.agent_id, payload.message, session_id=payload.session_id, callback_url=payload.callback_url or "",
-        multitask=payload.multitask, timeout=payload.timeout)))
+        multitask=payload.multitask, timeout=payload.timeout, priority=payload.priority)))
 
 
 @router.post("send-message/", response={200: JobOut, 202: JobAccepted, **ERRORS})

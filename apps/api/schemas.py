@@ -141,6 +141,9 @@ class SendMessageIn(ObjectIn):
     wait: Optional[float] = Field(None, ge=0, le=60,
                                   description="Seconds to wait for the reply: 200 with the job if it ends in time.")
     timeout: Optional[int] = Field(None, ge=1, description="This job's deadline in seconds (within the server's cap).")
+    priority: Literal["low", "normal", "high"] = Field(
+        "normal", description="Orders your own waiting jobs; never passes another user's, and a session's order "
+                              "comes first.")
 
 
 class SyncIn(ObjectIn):
@@ -224,3 +227,5 @@ class InfoOut(Schema):
     agent_count: int
     queues: list[str]
     pool: Optional[dict[str, Any]] = None
+    queue: Optional[dict[str, Any]] = Field(None, description="Staff: queued and running jobs per user, and the "
+                                                              "oldest queued job's age in seconds.")

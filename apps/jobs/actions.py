@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from apps.common import DomainError, NotFound
 from apps.events.services import job_status_changed
-from apps.jobs.dispatch import job_dispatch_on_commit
+from apps.jobs.dispatch import admitted_on_send, job_dispatch_on_commit
 from apps.jobs.models import ActionDecision, Job, JobAction, RunPause
 
 NOTE_MAX = 2000
@@ -180,9 +180,10 @@ def _resume(job: Job, pause: RunPause) -> None:
     """Every action decided: queue the job again, to continue from `pause`. Its
     attempts count afresh: they count lost workers, and this is a new leg of the run."""
     now = timezone.now()
+    enqueued = None if admitted_on_send(job.kind) else now  # through the user's admission window, as when sent
     RunPause.objects.filter(pk=pause.pk).update(resumed_at=now)
-    Job.objects.filter(pk=job.pk).update(status=Job.Status.QUEUED, attempts=0, enqueued_at=now)
-    job.status, job.attempts, job.enqueued_at = Job.Status.QUEUED, 0, now
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.QUEUED, attempts=0, enqueued_at=enqueued)
+    job.status, job.attempts, job.enqueued_at = Job.Status.QUEUED, 0, enqueued
     job_status_changed(job=job)  # `job.queued` again
     job_dispatch_on_commit(job=job)
 

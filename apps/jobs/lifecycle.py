@@ -26,7 +26,7 @@ from apps.chat.services import session_changed
 from apps.common import columns, fetch_instances, insert_new
 from apps.events.services import job_status_changed
 from apps.jobs.actions import job_actions_close, pause_record
-from apps.jobs.dispatch import job_dispatch
+from apps.jobs.dispatch import job_dispatch, jobs_admit_on_commit
 from apps.jobs.models import Job
 from apps.webhooks.services import webhook_outbox_for_job
 
@@ -224,6 +224,7 @@ def job_pause(*, job: Job, run_state: dict[str, Any], actions: list[dict[str, An
         logger.info("job %s: attempt lost its lease; pause dropped", job.public_id)
         return "dropped"
     pause_record(job=job, number=number, run_state=run_state, actions=actions, now=now)
+    jobs_admit_on_commit(owner_id=job.owner_id)  # a paused job holds no place in its user's window
     _ending(job, **paused)
     job_status_changed(job=job)  # `job.action_required`, with the pending actions in its data
     webhook_outbox_for_job(job=job)
@@ -264,8 +265,15 @@ def job_end_cancelled(*, job: Job) -> bool:
 
 
 def job_dispatch_next_in_session_on_commit(*, job: Job) -> None:
-    """A message job that ended lets the next message of its session start, once its ending commits."""
-    if job.kind != Job.Kind.MESSAGE or job.session_id is None:
+    """A message job that ended lets the next message of its session start, once its ending
+    commits; under fair sharing its user's admission window admits the next (which is how a
+    session's next message is published then, apps.jobs.dispatch)."""
+    if job.kind != Job.Kind.MESSAGE:
+        return
+    if settings.AGENTOS_USER_MAX_RUNNING > 0:
+        jobs_admit_on_commit(owner_id=job.owner_id)
+        return
+    if job.session_id is None:
         return
     job_id, session_id = job.pk, job.session_id
     transaction.on_commit(lambda: job_dispatch_next_in_session(job_id=job_id, session_id=session_id))

@@ -20,12 +20,13 @@ from apps.chat.services import session_changed, session_create
 from apps.common import DomainError, insert_new, public_id
 from apps.events.services import job_created, job_status_changed
 from apps.jobs.actions import pause_record, pause_settle
-from apps.jobs.dispatch import job_dispatch_on_commit
+from apps.jobs.dispatch import admitted_on_send, job_dispatch_on_commit, queue_caps_check
 from apps.jobs.lifecycle import job_ended_effects
 from apps.jobs.models import Job, RunPause
 from apps.webhooks.services import callback_url_validate
 
 MULTITASK = ("enqueue", "reject", "interrupt")
+PRIORITIES = {label: value for value, label in Job.Priority.choices}
 
 
 def _validate_message(message: object) -> str:
@@ -50,21 +51,26 @@ def job_deadline(timeout: int | None) -> timedelta:
 
 def job_create(*, owner: AbstractBaseUser, kind: str, input: dict[str, Any], callback_url: str = "",
                deadline: timedelta | None = None, agent: Agent | None = None,
-               session: ChatSession | None = None) -> Job:
+               session: ChatSession | None = None, priority: int = Job.Priority.NORMAL) -> Job:
     """Write a new job of any kind with its first event, `job.queued` (event 1), and
     publish it once the caller's transaction commits. Call it inside that transaction,
     after validating the request: the caller writes whatever else belongs with the job
     (its user message, its document) in the same transaction. `deadline`: how long the
     job may take from now (AGENTOS_JOB_TIMEOUT by default).
 
-    Two statements: the job (one INSERT, apps.common.insert_new) and its event. The row
-    is written already marked enqueued, so publishing costs no second write unless the
-    publish fails (apps.jobs.dispatch)."""
+    First the queue caps (429 `queue_full`, nothing written). Then two statements: the
+    job (one INSERT, apps.common.insert_new) and its event. A job published at once is
+    written already marked enqueued, so publishing costs no second write unless the
+    publish fails; a message job under fair sharing is written waiting, and its user's
+    admission window publishes it (apps.jobs.dispatch)."""
+    queue_caps_check(owner_id=owner.pk)
     now = timezone.now()
     job = insert_new(Job(owner=owner, kind=kind, agent=agent, session=session, callback_url=callback_url,
                          deadline_at=now + (deadline if deadline is not None else job_deadline(None)), input=input,
+                         priority=priority,
                          event_seq=1,  # its `job.queued` event, written below
-                         enqueued_at=now))  # published on commit; a failed publish clears it
+                         # published on commit (a failed publish clears it), or admitted later
+                         enqueued_at=None if admitted_on_send(kind) else now))
     job_created(job=job)
     job_dispatch_on_commit(job=job)
     return job
@@ -72,9 +78,14 @@ def job_create(*, owner: AbstractBaseUser, kind: str, input: dict[str, Any], cal
 
 @transaction.atomic
 def message_send(*, user: AbstractBaseUser, agent: Agent, message: str, session: ChatSession | None = None,
-                 callback_url: str = "", multitask: str = "enqueue", timeout: int | None = None) -> Job:
+                 callback_url: str = "", multitask: str = "enqueue", timeout: int | None = None,
+                 priority: str = "normal") -> Job:
     """Accept a message: the user's message and its job are written together,
     and the job is published only after the transaction commits.
+
+    `priority` (`low`, `normal`, `high`) orders this user's own waiting messages
+    when their admission window is full (apps.jobs.dispatch); it never passes
+    another user's jobs, and a session's order comes first.
 
     `multitask` says what to do when the session is busy with an earlier message:
     `enqueue` it behind that one, `reject` it (409 session_busy), or `interrupt`
@@ -82,6 +93,8 @@ def message_send(*, user: AbstractBaseUser, agent: Agent, message: str, session:
     _validate_message(message)
     if multitask not in MULTITASK:
         raise DomainError("invalid_multitask", f"multitask must be one of {', '.join(MULTITASK)}.")
+    if priority not in PRIORITIES:
+        raise DomainError("invalid_priority", f"priority must be one of {', '.join(PRIORITIES)}.")
     deadline = job_deadline(timeout)
     if callback_url:
         callback_url_validate(url=callback_url)
@@ -99,7 +112,7 @@ def message_send(*, user: AbstractBaseUser, agent: Agent, message: str, session:
         session_changed(session_id=session.public_id)
     message_id = public_id("msg")
     job = job_create(owner=user, kind=Job.Kind.MESSAGE, agent=agent, session=session, callback_url=callback_url,
-                     deadline=deadline, input={"message_id": message_id})
+                     deadline=deadline, input={"message_id": message_id}, priority=PRIORITIES[priority])
     insert_new(ChatMessage(public_id=message_id, session=session, role=ChatMessage.Role.USER, content=message,
                            job=job))
     return job

@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.jobs.actions import paused_jobs_due
-from apps.jobs.dispatch import job_dispatch
+from apps.jobs.dispatch import job_dispatch, jobs_admit, owners_waiting
 from apps.jobs.lifecycle import earlier_unfinished_in_session, job_ended_effects
 from apps.jobs.models import IdempotencyRecord, Job
 
@@ -32,6 +32,12 @@ def jobs_sweep(*, now: Any = None) -> dict[str, int]:
     # queued and never published, or published long ago: the message was lost
     lost = Job.objects.filter(status=Job.Status.QUEUED).filter(
         Q(enqueued_at__isnull=True, created_at__lt=stale) | Q(enqueued_at__lt=stale))
+    if settings.AGENTOS_USER_MAX_RUNNING > 0:
+        # a message job never published is waiting for its user's admission window:
+        # admit (an admission lost with a process that died after its commit), never bypass it
+        lost = lost.exclude(kind=Job.Kind.MESSAGE, enqueued_at__isnull=True)
+        for owner_id in owners_waiting(before=stale):
+            jobs_admit(owner_id=owner_id)
     # running under a lease that ran out: the worker died mid-run
     orphaned = Job.objects.filter(status=Job.Status.RUNNING, lease_expires_at__lt=now)
     resent = 0

@@ -29,6 +29,7 @@ from apps.chat.selectors import session_get_owned, session_list, session_message
 from apps.chat.services import session_create
 from apps.common import DomainError, NotFound
 from apps.jobs.actions import job_actions_decide
+from apps.jobs.dispatch import queue_depth
 from apps.jobs.presenters import job_accepted_to_dict, job_to_dict
 from apps.jobs.selectors import job_get_owned, job_list
 from apps.jobs.services import job_cancel_request, message_send, sync_job_create
@@ -73,6 +74,7 @@ class AgentOSService:
                 "agent_count": len(agent_ids_visible(user=self.user)), "queues": QUEUES}
         if getattr(self.user, "is_staff", False):
             info["pool"] = pool_stats()  # per worker: hits, misses, builds, evictions, in flight
+            info["queue"] = queue_depth()  # queued and running per user, the oldest queued job's age
         return info
 
     # agents
@@ -118,11 +120,11 @@ class AgentOSService:
     # messages and jobs
     def send_message(self, agent_id: str, message: str, session_id: str | None = None, *,
                      callback_url: str = "", multitask: str = "enqueue",
-                     timeout: int | None = None) -> dict[str, Any]:
+                     timeout: int | None = None, priority: str = "normal") -> dict[str, Any]:
         agent = agent_get_visible(user=self.user, agent_id=agent_id)
         session = session_get_owned(user=self.user, session_id=session_id) if session_id else None
         job = message_send(user=self.user, agent=agent, message=message, session=session,
-                           callback_url=callback_url, multitask=multitask, timeout=timeout)
+                           callback_url=callback_url, multitask=multitask, timeout=timeout, priority=priority)
         return job_accepted_to_dict(job)
 
     def get_job(self, job_id: str) -> dict[str, Any]:
