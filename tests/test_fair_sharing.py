@@ -147,3 +147,14 @@ def test_staff_see_the_queue_depth_per_user(api, user, agent, settings):
     assert info["queue"]["queued"] == 3 and info["queue"]["oldest_queued_seconds"] >= 0
     assert {"username": "alice", "queued": 3, "running": 0} in info["queue"]["users"]
     assert "queue" not in mine or mine["queue"] is None
+
+
+def test_the_staff_dashboard_shows_queued_and_running_per_user(client, user, agent):
+    staff = make_user("root", is_staff=True)
+    for i in range(2):
+        message_send(user=user, agent=agent, message=f"m{i}")
+    client.force_login(staff)
+
+    page = client.get("/agentos/").content.decode()
+
+    assert "2 queued, 0 running" in page and "<td>alice</td><td>2</td><td>0</td>" in page
