@@ -17,10 +17,12 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from apps.chat.services import session_create
+from apps.jobs.models import JobAction
 from apps.jobs.services import message_send
 from apps.knowledge.services import document_upload, vault_for
 from apps.webhooks.models import InboundHook
 from tests.factories import make_agent, make_token, make_user
+from workers.execution import execute_message_job
 
 pytestmark = pytest.mark.django_db
 
@@ -117,18 +119,23 @@ class World:
         self.ids = {"alice": self._objects(self.alice), "mallory": self._objects(self.mallory)}
         self.missing = {"agent_id": "agent-000000000000", "session_id": "sess-000000000000",
                         "job_id": "job-000000000000", "kb_id": "kb-000000000000",
-                        "document_id": "doc-000000000000", "hook_id": "hook-000000000000"}
+                        "document_id": "doc-000000000000", "hook_id": "hook-000000000000",
+                        "action_id": "act-000000000000"}
 
     @staticmethod
     def _objects(user: Any) -> dict[str, str]:
-        agent = make_agent(user)
+        agent = make_agent(user, tool_policies={"calculator": "approve"})
         session = session_create(user=user, agent=agent)
-        job = message_send(user=user, agent=agent, message="private", session=session)
+        # a paused job, so the routes of its pending action are tried too
+        job = message_send(user=user, agent=agent, message="/tool calculator 6*7", session=session)
+        assert execute_message_job(job.pk) == "paused"
+        action = JobAction.objects.get(job=job)
         vault = vault_for(user=user)
         document, _ = document_upload(user=user, kb=vault, name="plans.txt", data=f"{user} plans".encode())
         hook = InboundHook.objects.create(owner=user, agent=agent)
         return {"agent_id": agent.public_id, "session_id": session.public_id, "job_id": job.public_id,
-                "kb_id": vault.public_id, "document_id": document.public_id, "hook_id": hook.public_id}
+                "kb_id": vault.public_id, "document_id": document.public_id, "hook_id": hook.public_id,
+                "action_id": action.public_id}
 
     def url(self, route: Route, values: dict[str, str]) -> str:
         unknown = set(route.params) - set(values)
@@ -210,7 +217,8 @@ def test_alices_objects_are_untouched_after_mallorys_tries(world):
         for method in route.methods or ("POST",):
             _request(client, route, method, world.url(route, alice), world)
     assert Agent.objects.get(public_id=alice["agent_id"]).name == "Helper"
-    assert Job.objects.get(public_id=alice["job_id"]).status == "queued"
+    assert Job.objects.get(public_id=alice["job_id"]).status == "requires_action"
+    assert JobAction.objects.get(public_id=alice["action_id"]).status == "pending"
     owner = _api_client(world.alice)
     assert owner.get(f"/{API}sessions/{alice['session_id']}/").status_code == 200
     assert owner.get(f"/{API}knowledge/{alice['kb_id']}/documents/{alice['document_id']}/").status_code == 200

@@ -23,6 +23,7 @@ from apps.chat.selectors import session_get_owned
 from apps.chat.services import session_delete, session_rename
 from apps.common import AgentOSDisabled, DomainError, NotFound, agentos_enabled_check
 from apps.events.stream import event_stream_response, job_for_stream
+from apps.jobs.actions import job_get_for_decision
 from apps.jobs.models import Job, JobAction
 from apps.jobs.selectors import actions_pending, agent_metrics, job_get_owned
 from apps.knowledge.models import Document
@@ -288,6 +289,10 @@ def job_actions(request: HttpRequest, job_id: str) -> HttpResponse:
 def action_decide(request: HttpRequest, job_id: str, action_id: str) -> HttpResponse:
     """One card's form: Approve or Reject (with its note), or Submit the input's values
     (fields `value:<name>`). The service checks the rest, as for the API's decisions."""
+    # another user's job, or an action of another job, is a 404 before anything else
+    job, _ = job_get_for_decision(user=request.user, job_id=job_id)
+    if not JobAction.objects.filter(job=job, public_id=action_id).exists():
+        raise NotFound("action")
     form = request.POST
     choice = form.get("decision", "")
     decision: dict[str, Any] = {"action_id": action_id, "note": form.get("note", "")}
