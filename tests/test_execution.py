@@ -182,6 +182,7 @@ def test_a_job_of_a_disabled_agent_fails_cleanly(user, agent):
 
 
 def test_sweeper_resends_jobs_whose_message_was_lost(user, agent, settings, monkeypatch):
+    settings.AGENTOS_USER_MAX_RUNNING = 0  # first come, first served: every job is published when sent
     sent = []
     monkeypatch.setattr("apps.jobs.sweeper.job_dispatch",
                         lambda *, job_id, kind: sent.append(job_id) or True)
@@ -194,6 +195,23 @@ def test_sweeper_resends_jobs_whose_message_was_lost(user, agent, settings, monk
     jobs_sweep()
 
     assert sent == [lost.pk], "only the head of a session is re-sent; fresh jobs are left alone"
+
+
+def test_under_fair_sharing_the_sweeper_admits_what_waits_and_never_bypasses_the_window(user, agent, settings):
+    """A message job never published is waiting for its user's window: the sweeper admits
+    (as an ending would have, had the process not died after its commit), in the window's order."""
+    from apps.accounts.models import UserQuota
+
+    settings.AGENTOS_USER_MAX_RUNNING = 20
+    UserQuota.objects.create(user=user, max_running=2)
+    old = [accept(user, agent, f"old {i}") for i in range(4)]
+    behind = accept(user, agent, "behind the first", session=old[0].session)
+    Job.objects.filter(pk__in=[j.pk for j in [*old, behind]]).update(created_at="2000-01-01T00:00Z")
+
+    jobs_sweep()
+
+    admitted = set(Job.objects.filter(enqueued_at__isnull=False).values_list("pk", flat=True))
+    assert admitted == {old[0].pk, old[1].pk}, "two (the window), oldest first; the session's second waits"
 
 
 def test_pool_reuses_parts_until_the_agent_changes(user, agent):

@@ -16,7 +16,7 @@ def send(api, **payload):
 
 def test_send_message_accepts_with_202_and_writes_message_and_job_together(api, agent,
                                                                           django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks() as callbacks:
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = send(api, agent_id=agent.public_id, message="Hello")
 
     assert response.status_code == 202
@@ -32,11 +32,13 @@ def test_send_message_accepts_with_202_and_writes_message_and_job_together(api, 
 
 
 def test_accepting_a_message_writes_its_rows_and_nothing_more(user, agent, django_capture_on_commit_callbacks):
-    """The request path's cost: one statement per row it writes (the job is written already marked
-    enqueued, its first event needs no lock), plus the session's row lock when it continues one."""
+    """The request path's cost: the queue caps (one statement), one statement per row it writes
+    (its first event needs no lock), the session's row lock when it continues one, and, once it
+    commits, its user's admission (the user's advisory lock and the admitting UPDATE)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
+    from apps.jobs.dispatch import ADMISSION_LOCK
     from apps.jobs.services import message_send
 
     def statements(**kwargs):
@@ -48,10 +50,13 @@ def test_accepting_a_message_writes_its_rows_and_nothing_more(user, agent, djang
     job, first = statements(message="Hello")
     _, second = statements(message="Again", session=job.session)
 
-    assert first == ["INSERT INTO chat_chatmessage", "INSERT INTO chat_chatsession", "INSERT INTO events_jobevent",
-                     "INSERT INTO jobs_job"]
-    assert second == ["INSERT INTO chat_chatmessage", "INSERT INTO events_jobevent", "INSERT INTO jobs_job",
-                      "SELECT chat_chatsession.id, chat_chatsession.public_id,", "UPDATE chat_chatsession SET"]
+    caps = ["SELECT COALESCE((SELECT max_queued"]
+    admission = [f"SELECT pg_advisory_xact_lock({ADMISSION_LOCK}, {user.pk})", "WITH cap AS"]
+    assert first == sorted(["INSERT INTO chat_chatmessage", "INSERT INTO chat_chatsession",
+                            "INSERT INTO events_jobevent", "INSERT INTO jobs_job", *caps, *admission])
+    assert second == sorted(["INSERT INTO chat_chatmessage", "INSERT INTO events_jobevent", "INSERT INTO jobs_job",
+                             "SELECT chat_chatsession.id, chat_chatsession.public_id,", "UPDATE chat_chatsession SET",
+                             *caps, *admission])
 
 
 def test_a_message_whose_publish_fails_is_left_for_the_sweeper(api, agent, django_capture_on_commit_callbacks):

@@ -63,6 +63,9 @@ def test_one_worker_process_holds_a_hundred_slow_runs_in_flight_at_once(http, st
 
     from django.db import connection
 
+    from apps.accounts.models import UserQuota
+
+    UserQuota.objects.create(user=user, max_running=0)  # one user stands for many here: no per-user window
     start_worker(concurrency=100)
     agent = make_agent(user, model_options={"latency_ms": 8000})
 

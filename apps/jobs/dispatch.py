@@ -35,7 +35,6 @@ from django.db.models import Count
 from django.utils import timezone
 
 from apps import task_routes
-from apps.accounts.models import UserQuota
 from apps.common import DomainError
 from apps.jobs.models import Job
 
@@ -86,16 +85,15 @@ def job_dispatch_on_commit(*, job: Job) -> None:
     transaction.on_commit(lambda: job_dispatch(job_id=job_id, kind=kind, marked=marked))
 
 
-def user_max_running(owner_id: int) -> int:
-    override = UserQuota.objects.filter(user_id=owner_id).values_list("max_running", flat=True).first()
-    return settings.AGENTOS_USER_MAX_RUNNING if override is None else override
-
-
 # Admit the user's waiting message jobs while the window has room: highest priority,
 # then oldest, of those nothing holds back (not cancelled, no earlier unfinished message
-# in the session). The statement runs after the advisory lock is granted, so it counts
+# in the session). The window is the user's quota, else the setting; 0 is no limit
+# (LIMIT NULL). The statement runs after the advisory lock is granted, so it counts
 # every admission committed before it (READ COMMITTED: a snapshot per statement).
 _ADMIT_SQL = """
+WITH cap AS (
+    SELECT COALESCE((SELECT max_running FROM accounts_userquota WHERE user_id = %(owner)s), %(default)s) AS n
+)
 UPDATE jobs_job SET enqueued_at = %(now)s
  WHERE id IN (
     SELECT j.id FROM jobs_job AS j
@@ -105,23 +103,24 @@ UPDATE jobs_job SET enqueued_at = %(now)s
                         WHERE earlier.session_id = j.session_id AND earlier.id < j.id
                           AND earlier.kind = 'message' AND earlier.status <> ALL(%(terminal)s))
      ORDER BY j.priority DESC, j.id
-     LIMIT GREATEST(%(cap)s - (SELECT count(*) FROM jobs_job AS a
-                                WHERE a.owner_id = %(owner)s AND a.kind = 'message'
-                                  AND (a.status = 'running' OR (a.status = 'queued' AND a.enqueued_at IS NOT NULL))),
-                    0))
+     LIMIT (SELECT CASE WHEN cap.n <= 0 THEN NULL
+                        ELSE GREATEST(cap.n - (SELECT count(*) FROM jobs_job AS a
+                                                WHERE a.owner_id = %(owner)s AND a.kind = 'message'
+                                                  AND (a.status = 'running'
+                                                       OR (a.status = 'queued' AND a.enqueued_at IS NOT NULL))), 0)
+                   END FROM cap))
 RETURNING id
 """
 
 
 def jobs_admit(*, owner_id: int) -> int:
-    """Admit and publish what the user's window has room for; returns how many were published."""
-    cap = user_max_running(owner_id)
-    if cap <= 0:  # no limit for this user: everything waiting goes now
-        cap = 1_000_000
+    """Admit and publish what the user's window has room for; returns how many were published.
+    Two statements: the user's advisory lock, then the admitting UPDATE."""
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ADMISSION_LOCK, owner_id])
-            cursor.execute(_ADMIT_SQL, {"now": timezone.now(), "owner": owner_id, "cap": cap,
+            cursor.execute(_ADMIT_SQL, {"now": timezone.now(), "owner": owner_id,
+                                        "default": settings.AGENTOS_USER_MAX_RUNNING,
                                         "terminal": [str(s) for s in Job.TERMINAL]})
             admitted = sorted(row[0] for row in cursor.fetchall())
     return sum(job_dispatch(job_id=job_id, kind=Job.Kind.MESSAGE, marked=True) for job_id in admitted)
@@ -156,19 +155,23 @@ class QueueFull(DomainError):
         self.retry_after = QUEUE_FULL_RETRY_AFTER
 
 
-def user_max_queued(owner_id: int) -> int:
-    override = UserQuota.objects.filter(user_id=owner_id).values_list("max_queued", flat=True).first()
-    return settings.AGENTOS_USER_MAX_QUEUED if override is None else override
+_CAPS_SQL = """
+SELECT COALESCE((SELECT max_queued FROM accounts_userquota WHERE user_id = %(owner)s), %(default)s),
+       (SELECT count(*) FROM jobs_job WHERE owner_id = %(owner)s AND status = 'queued'),
+       CASE WHEN %(total)s > 0 THEN (SELECT count(*) FROM jobs_job WHERE status = 'queued') ELSE 0 END
+"""
 
 
 def queue_caps_check(*, owner_id: int) -> None:
-    """Refuse a new job when its user's queue, or everyone's, is full (429 queue_full)."""
-    cap = user_max_queued(owner_id)
-    queued = Job.objects.filter(status=Job.Status.QUEUED)
-    if cap > 0 and queued.filter(owner_id=owner_id).count() >= cap:
-        raise QueueFull(f"You have {cap} jobs waiting already; retry once some have started.")
+    """Refuse a new job when its user's queue, or everyone's, is full (429 queue_full). One
+    statement: the user's quota, their queued jobs, everyone's."""
     total = settings.AGENTOS_MAX_QUEUED
-    if total > 0 and queued.count() >= total:
+    with connection.cursor() as cursor:
+        cursor.execute(_CAPS_SQL, {"owner": owner_id, "default": settings.AGENTOS_USER_MAX_QUEUED, "total": total})
+        cap, mine, everyone = cursor.fetchone()
+    if cap > 0 and mine >= cap:
+        raise QueueFull(f"You have {cap} jobs waiting already; retry once some have started.")
+    if total > 0 and everyone >= total:
         raise QueueFull("The service has too many jobs waiting; retry in a few seconds.")
 
 

@@ -290,8 +290,8 @@ def action_decide(request: HttpRequest, job_id: str, action_id: str) -> HttpResp
     """One card's form: Approve or Reject (with its note), or Submit the input's values
     (fields `value:<name>`). The service checks the rest, as for the API's decisions."""
     # another user's job, or an action of another job, is a 404 before anything else
-    job, _ = job_get_for_decision(user=request.user, job_id=job_id)
-    if not JobAction.objects.filter(job=job, public_id=action_id).exists():
+    paused, _ = job_get_for_decision(user=request.user, job_id=job_id)
+    if not JobAction.objects.filter(job=paused, public_id=action_id).exists():
         raise NotFound("action")
     form = request.POST
     choice = form.get("decision", "")
