@@ -291,7 +291,8 @@ def job_retry(*, job: Job) -> Job:
     `agent_unavailable` (the agent was deleted, disabled or is no longer visible to the
     owner), `document_deleted` (an ingest whose document is gone); a sync whose owner is
     no longer staff is 403 `staff_only`, as a new sync would be."""
-    failed = Job.objects.select_for_update().select_related("owner", "agent", "session").get(pk=job.pk)
+    failed = (Job.objects.select_for_update(of=("self",)).select_related("owner", "agent", "session")
+              .get(pk=job.pk))
     if failed.status != Job.Status.FAILED:
         raise DomainError("job_not_failed", f"Only a failed job can be retried; this one is {failed.status}.",
                           status=409)
