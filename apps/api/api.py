@@ -172,6 +172,17 @@ def jobs_cancel(request: HttpRequest, job_id: str) -> Any:
     return 202, service(request).request_job_cancel(job_id)
 
 
+@router.post("jobs/{job_id}/retry/", response={202: JobOut, **ERRORS}, summary="Retry a failed job")
+def jobs_retry(request: HttpRequest, job_id: str) -> Any:
+    """A failed job whose error is retryable runs again as a new job (202, with `retry_of`
+    naming this one): same input, at the end of its session's order, its own webhook.
+    409 `job_not_failed`, `job_not_retryable`, `job_already_retried` or `agent_unavailable`
+    otherwise. Honours `Idempotency-Key`: the same key answers with the same new job."""
+    svc = service(request)
+    check_job_rate(request)
+    return idempotent(request, lambda: (202, svc.retry_job(job_id)))
+
+
 @router.post("jobs/{job_id}/actions/", response={202: JobOut, **ERRORS}, summary="Decide a paused job's actions")
 def jobs_actions(request: HttpRequest, job_id: str, payload: ActionsIn) -> Any:
     """Approve or reject a paused run's tool calls, or supply their input. Once no action

@@ -205,6 +205,10 @@ class JobOut(Schema):
     result: Optional[dict[str, Any]]
     error: Optional[JobError]
     attempts: int
+    priority: Literal["low", "normal", "high"] = "normal"
+    retryable: bool = Field(False, description="A failed job whose error a retry may fix "
+                                               "(POST jobs/<id>/retry/); false for every other job.")
+    retry_of: Optional[str] = Field(None, description="The failed job this one runs again, if it is a retry.")
     required_action: Optional[RequiredAction] = Field(
         None, description="While `status` is `requires_action`: the tool calls waiting for a decision.")
     decisions: list[DecisionOut] = Field(default_factory=list, description="Every decision on the job's actions.")

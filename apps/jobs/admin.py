@@ -3,11 +3,19 @@
 Decisions are the audit of human-in-the-loop (apps.jobs.actions): the admin
 shows them and never adds or edits one; a decision is made by the job's owner
 (or staff, recorded as an override) through the API or the web, where the
-checks and the run's continuation live."""
-from django.contrib import admin
+checks and the run's continuation live.
+
+Failed jobs are the dead letters: filtered by error code and by when they
+ended, the retryable ones among those selected are retried in one action
+(apps.jobs.services.job_retry; each retry belongs to the job's owner)."""
+from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from apps.common import DomainError
 from apps.jobs.models import ActionDecision, Job, JobAction, RunPause
+from apps.jobs.retryable import job_retryable
+from apps.jobs.services import job_retry
 
 DECISION_FIELDS = ("decision", "decided_by", "decided_at", "note", "arguments_before", "arguments_after", "values",
                    "staff_override")
@@ -55,12 +63,36 @@ class ActionDecisionInline(admin.StackedInline):
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("public_id", "kind", "status", "owner", "agent", "attempts", "created_at", "finished_at")
-    list_filter = ("kind", "status")
+    list_display = ("public_id", "kind", "status", "error_code", "owner", "agent", "attempts", "created_at",
+                    "finished_at", "retry_of")
+    list_filter = ("kind", "status", "error_code", "finished_at")
+    list_select_related = ("owner", "agent", "retry_of")
+    date_hierarchy = "finished_at"
     search_fields = ("public_id", "owner__username", "session__public_id")
+    # retry_of as a read-only link: an editable one would be a select listing every job
     readonly_fields = ("public_id", "created_at", "enqueued_at", "started_at", "finished_at", "lease_token",
-                       "lease_expires_at", "worker")
+                       "lease_expires_at", "worker", "retry_of")
     inlines = (RunPauseInline, JobActionInline)
+    actions = ("retry_failed",)
+
+    @admin.action(description="Retry selected failed jobs", permissions=("change",))
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        """Each retryable failed job once, each in its own transaction: one that cannot be
+        retried now (already retried, its agent gone) is skipped, not a reason to undo the rest."""
+        retried, skipped = 0, 0
+        for job in queryset.order_by("id"):
+            if not job_retryable(job):
+                skipped += 1
+                continue
+            try:
+                job_retry(job=job)
+            except DomainError:
+                skipped += 1
+            else:
+                retried += 1
+        self.message_user(request, f"Retried {retried} failed job{'s' if retried != 1 else ''}; skipped {skipped} "
+                          "(not failed, not retryable, already retried, or their agent is gone).",
+                          messages.SUCCESS if retried else messages.WARNING)
 
 
 @admin.register(RunPause)

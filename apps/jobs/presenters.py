@@ -7,6 +7,7 @@ from typing import Any
 from django.urls import reverse
 
 from apps.jobs.models import ActionDecision, Job, JobAction, RunPause
+from apps.jobs.retryable import job_retryable
 
 
 def _iso(value: Any) -> str | None:
@@ -26,6 +27,10 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "result": job.result,
         "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
         "attempts": job.attempts,
+        "priority": Job.Priority(job.priority).label,
+        "retryable": job_retryable(job),
+        # one lookup, and only for a job that is a retry: every other job has no retry_of_id
+        "retry_of": job.retry_of.public_id if job.retry_of_id else None,
         **job_actions_to_dict(job),
     }
 

@@ -14,15 +14,18 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.agents.models import Agent
+from apps.agents.selectors import agent_get_visible
 from apps.agents.sync import agents_for_sync
 from apps.chat.models import ChatMessage, ChatSession
 from apps.chat.services import session_changed, session_create
-from apps.common import DomainError, insert_new, public_id
+from apps.common import DomainError, NotFound, insert_new, public_id
 from apps.events.services import job_created, job_status_changed
 from apps.jobs.actions import pause_record, pause_settle
 from apps.jobs.dispatch import admitted_on_send, job_dispatch_on_commit, queue_caps_check
 from apps.jobs.lifecycle import job_ended_effects
 from apps.jobs.models import Job, RunPause
+from apps.jobs.retryable import job_retryable
+from apps.knowledge.models import Document
 from apps.webhooks.services import callback_url_validate
 
 MULTITASK = ("enqueue", "reject", "interrupt")
@@ -51,7 +54,8 @@ def job_deadline(timeout: int | None) -> timedelta:
 
 def job_create(*, owner: AbstractBaseUser, kind: str, input: dict[str, Any], callback_url: str = "",
                deadline: timedelta | None = None, agent: Agent | None = None,
-               session: ChatSession | None = None, priority: int = Job.Priority.NORMAL) -> Job:
+               session: ChatSession | None = None, priority: int = Job.Priority.NORMAL,
+               retry_of: Job | None = None) -> Job:
     """Write a new job of any kind with its first event, `job.queued` (event 1), and
     publish it once the caller's transaction commits. Call it inside that transaction,
     after validating the request: the caller writes whatever else belongs with the job
@@ -67,7 +71,7 @@ def job_create(*, owner: AbstractBaseUser, kind: str, input: dict[str, Any], cal
     now = timezone.now()
     job = insert_new(Job(owner=owner, kind=kind, agent=agent, session=session, callback_url=callback_url,
                          deadline_at=now + (deadline if deadline is not None else job_deadline(None)), input=input,
-                         priority=priority,
+                         priority=priority, retry_of=retry_of,
                          event_seq=1,  # its `job.queued` event, written below
                          # published on commit (a failed publish clears it), or admitted later
                          enqueued_at=None if admitted_on_send(kind) else now))
@@ -275,3 +279,93 @@ def message_record_end(*, user: AbstractBaseUser, agent: Agent, session: ChatSes
     ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
     session_changed(session_id=session.public_id)
     return job_ended_effects(job_id=job.pk)
+
+
+@transaction.atomic
+def job_retry(*, job: Job) -> Job:
+    """Run a failed job again as a new job linked to it (`retry_of`); it belongs to the
+    failed job's owner, whoever asks (the owner over the API, staff from the admin).
+
+    The new job has the failed one's kind, agent, session, input, callback URL (so its
+    own webhook when it ends) and priority, and a fresh deadline. A message job gets its
+    own user message with the failed one's content, accepted now like a new message: it
+    is at the end of its session's order (a higher id), and its run's history has the
+    question once, because a failed job's messages are no history (apps.chat.selectors);
+    the transcript keeps the failed attempt's message with its failed job. An ingest job
+    ingests its document again, which is safe: an ingest replaces the document's chunks
+    in one transaction (apps.knowledge.ingest), and one retry per failed job means no two
+    ingests of it run at once.
+
+    Refused (409) with a stable code: `job_not_failed` (the job did not fail: nothing to
+    retry), `job_not_retryable` (its error is not one a retry fixes, apps.jobs.retryable),
+    `job_already_retried` (a failed job is retried once, so a repeated request or a second
+    click in the admin does not run it twice; retry the retry if that failed too),
+    `agent_unavailable` (the agent was deleted, disabled or is no longer visible to the
+    owner), `document_deleted` (an ingest whose document is gone); a sync whose owner is
+    no longer staff is 403 `staff_only`, as a new sync would be."""
+    failed = (Job.objects.select_for_update(of=("self",)).select_related("owner", "agent", "session")
+              .get(pk=job.pk))
+    if failed.status != Job.Status.FAILED:
+        raise DomainError("job_not_failed", f"Only a failed job can be retried; this one is {failed.status}.",
+                          status=409)
+    if not job_retryable(failed):
+        raise DomainError("job_not_retryable", f"A job that failed with {failed.error_code or 'no code'} "
+                          "fails the same way again; it cannot be retried.", status=409)
+    earlier = failed.retries.order_by("id").values_list("public_id", flat=True).first()
+    if earlier is not None:
+        raise DomainError("job_already_retried", f"This job was already retried as {earlier}.", status=409)
+    if failed.kind == Job.Kind.MESSAGE:
+        retry = _message_retry(failed)
+    elif failed.kind == Job.Kind.INGEST:
+        retry = _ingest_retry(failed)
+    else:
+        if not getattr(failed.owner, "is_staff", False):
+            raise DomainError("staff_only", "Only staff may run an agent sync.", status=403)
+        retry = job_create(owner=failed.owner, kind=failed.kind, input=dict(failed.input or {}),
+                           callback_url=failed.callback_url, deadline=job_deadline(None), **_retrying(failed))
+    return retry
+
+
+def _message_retry(failed: Job) -> Job:
+    """The new message job and its user message, as `message_send` writes them."""
+    agent, session = failed.agent, failed.session
+    try:
+        if agent is None or session is None:
+            raise NotFound("agent")
+        agent = agent_get_visible(user=failed.owner, agent_id=agent.public_id)  # enabled and still shared
+    except NotFound:
+        raise DomainError("agent_unavailable", "The job's agent was deleted or disabled, or is no longer "
+                          "shared with its owner.", status=409) from None
+    question = ChatMessage.objects.filter(job=failed, role=ChatMessage.Role.USER).order_by("id").first()
+    if question is None:  # not written by Opie's send path; there is no message to send again
+        raise DomainError("job_not_retryable", "The job has no user message to send again.", status=409)
+    # the session lock of message_send: a concurrent `interrupt` sender cancels this retry or comes after it
+    ChatSession.objects.select_for_update().filter(pk=session.pk).first()
+    ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
+    session_changed(session_id=session.public_id)
+    message_id = public_id("msg")
+    retry = job_create(owner=failed.owner, kind=Job.Kind.MESSAGE, agent=agent, session=session,
+                       callback_url=failed.callback_url, deadline=job_deadline(None),
+                       input={"message_id": message_id}, **_retrying(failed))
+    insert_new(ChatMessage(public_id=message_id, session=session, role=ChatMessage.Role.USER,
+                           content=question.content, job=retry))
+    return retry
+
+
+def _ingest_retry(failed: Job) -> Job:
+    """The document is ingested again by the new job; it is the document's job from now on."""
+    document = Document.objects.defer("data").filter(public_id=(failed.input or {}).get("document_id")).first()
+    if document is None:
+        raise DomainError("document_deleted", "The job's document was deleted.", status=409)
+    retry = job_create(owner=failed.owner, kind=Job.Kind.INGEST, input=dict(failed.input or {}),
+                       callback_url=failed.callback_url, deadline=job_deadline(None), **_retrying(failed))
+    Document.objects.filter(pk=document.pk).update(job=retry)
+    # queued again: not `failed` any more (the ingest marks it processing, then ready or failed)
+    Document.objects.filter(pk=document.pk, status=Document.Status.FAILED).update(
+        status=Document.Status.PENDING, error="")
+    return retry
+
+
+def _retrying(failed: Job) -> dict[str, Any]:
+    """What a retry takes from the job it retries besides its input: its link and its priority."""
+    return {"retry_of": failed, "priority": failed.priority}

@@ -32,7 +32,7 @@ from apps.jobs.actions import job_actions_decide
 from apps.jobs.dispatch import queue_depth
 from apps.jobs.presenters import job_accepted_to_dict, job_to_dict
 from apps.jobs.selectors import job_get_owned, job_list
-from apps.jobs.services import job_cancel_request, message_send, sync_job_create
+from apps.jobs.services import job_cancel_request, job_retry, message_send, sync_job_create
 from apps.knowledge.services import vault_agent_ensure
 
 OPIE_VERSION = "0.1.0"
@@ -144,6 +144,10 @@ class AgentOSService:
 
     def request_job_cancel(self, job_id: str) -> dict[str, Any]:
         return job_to_dict(job_cancel_request(job=job_get_owned(user=self.user, job_id=job_id)))
+
+    def retry_job(self, job_id: str) -> dict[str, Any]:
+        """Run a failed job of the user's again as a new job (apps.jobs.services.job_retry)."""
+        return job_to_dict(job_retry(job=job_get_owned(user=self.user, job_id=job_id)))
 
     def decide_actions(self, job_id: str, decisions: Any) -> dict[str, Any]:
         """Decide pending actions of a paused job (its owner; staff, recorded as an override)."""
