@@ -278,6 +278,7 @@ class Layout:
     prefix: str
     say: Say = say
     overrides: dict[str, str] = field(default_factory=dict)  # environment for every process
+    unset: tuple[str, ...] = ()  # removed from every process's environment (the setting's default applies)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     specs: dict[str, ProcSpec] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -297,6 +298,8 @@ class Layout:
                     "OPIE_FLOWER_PORT": str(self.flower_port)})
         env.update(self.overrides)
         env.update(extra or {})
+        for name in self.unset:
+            env.pop(name, None)
         return env
 
     @property
