@@ -281,7 +281,7 @@ def run_design(name: str, layout: Layout, users: dict[str, dict[str, Any]], quic
     }
 
 
-DESIGNS = (
+DESIGNS: tuple[tuple[str, str, dict[str, str], tuple[str, ...]], ...] = (
     # the default settings: the cap is neither set nor lifted (bench/__main__.py's ENV lifts it for 1-9)
     ("fair", "fair sharing, the default settings (AGENTOS_USER_MAX_RUNNING unset: 20 per user)", {}, (CAP_SETTING,)),
     ("fifo", "first come, first served (AGENTOS_USER_MAX_RUNNING=0, today's FIFO queue)", {CAP_SETTING: "0"}, ()),
@@ -336,7 +336,7 @@ def _left(r: dict[str, Any]) -> str:
 
 
 def report_rows(result: dict[str, Any]) -> list[str]:
-    rows = []
+    rows: list[str] = []
     for name, _how, *_ in DESIGNS:
         if name not in result:
             continue
