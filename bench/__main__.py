@@ -6,8 +6,9 @@ under var/bench (never the development data). First the tuned scenarios
 beat), then the product as users run it (7-8: every process of the Procfile
 started as `make run` does, webhooks on, clients that wait the way clients
 do; bench.realpath, bench.waiters), agno's own AgentOS on the same jobs and
-the same clock (9, bench.agentos) and webhook delivery alone (10,
-bench.webhooks). Prints a table, writes bench/results/latest.json and
+the same clock (9, bench.agentos), webhook delivery alone (10,
+bench.webhooks) and a noisy neighbour on fair sharing and on the FIFO queue
+(11, bench.noisy: eleven users, the per-user cap at its default). Prints a table, writes bench/results/latest.json and
 latest.png, and docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -31,9 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var" / "bench"
 RESULTS = ROOT / "bench" / "results"
 PY = sys.executable
+# AGENTOS_USER_MAX_RUNNING=0: every job here is the one bench user's, standing for many users, so
+# fair sharing's per-user cap (20 admitted at a time by default) is lifted; scenario 11 measures the cap
 ENV = {**os.environ, "OPIE_VAR_DIR": str(VAR), "DJANGO_SETTINGS_MODULE": "config.settings",
        "AGENTOS_RATE_LIMIT_PER_MINUTE": "0", "AGNO_TELEMETRY": "false", "AGENTOS_POOL_PREWARM": "0",
-       "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+       "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1", "AGENTOS_USER_MAX_RUNNING": "0"}
 for _name in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"):
     ENV.pop(_name, None)
 os.environ.clear()
@@ -310,7 +313,7 @@ def machine() -> dict[str, Any]:
 
 
 def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    from bench import realpath, waiters
+    from bench import noisy, realpath, waiters
 
     e100 = r["enqueue"][0]
     s, p = r["scaling"], r["pool"]
@@ -327,7 +330,8 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
         ("warm checkout ≥ 100× faster than a cold build", f"{p['ratio']:.0f}×", p["ratio"] >= 100),
         ("200 warm agents ≤ 100 MB RSS", f"{p['rss_200_delta_mb']:.1f} MB", p["rss_200_delta_mb"] <= 100),
     ]
-    return rows + realpath.targets_rows(r["realpath"]) + waiters.targets_rows(r["waiters"])
+    return (rows + realpath.targets_rows(r["realpath"]) + waiters.targets_rows(r["waiters"])
+            + (noisy.targets_rows(r["noisy"]) if "noisy" in r else []))
 
 
 def comparison(r: dict[str, Any]) -> list[tuple[str, float, str]]:
@@ -353,12 +357,14 @@ def comparison(r: dict[str, Any]) -> list[tuple[str, float, str]]:
 
 
 def report(r: dict[str, Any]) -> str:
-    from bench import agentos, knowledge, realpath, waiters, webhooks
+    from bench import agentos, knowledge, noisy, realpath, waiters, webhooks
 
     m = r["machine"]
     lines = [f"Machine: {m['cpus']} cores, {m['ram_gb']} GiB, Python {m['python']}, Django {m['django']}, Celery "
              f"{m['celery']}, agno {m['agno']}; {m['date']}{' (quick run)' if r['quick'] else ''}", "",
              "**Tuned** (1-6): the Procfile's web and one Opie threads worker; no webhooks, no Flower, no beat.", "",
+             "Scenarios 1-9 submit as one bench user, who stands for many users here, so the per-user cap of fair "
+             "sharing is lifted (AGENTOS_USER_MAX_RUNNING=0); scenario 11 measures the cap.", "",
              "| scenario | measure | value |", "|---|---|---|"]
     for row in r["enqueue"]:
         lines.append(f"| 1. enqueue, {row['rate']} req/s open loop, {row['label']} | p50 / p95 / p99, errors | "
@@ -397,6 +403,14 @@ def report(r: dict[str, Any]) -> str:
               *agentos.report_rows(r["agentos"]),
               "", "| scenario | measure | value |", "|---|---|---|",
               *webhooks.report_rows(r["webhooks"])]
+    if "noisy" in r:
+        n = r["noisy"]
+        lines += ["", f"**11. Noisy neighbour** (bench.noisy): user A submits {n['a_jobs']:,} × 1 s jobs, then "
+                  f"users B-K {n['per_neighbour']} each, each user with its own token, in the make run layout; "
+                  "fair sharing with the default settings, then the FIFO queue (AGENTOS_USER_MAX_RUNNING=0), in "
+                  "the same run. Queue wait = started_at − created_at of the job row; A's jobs/s = its jobs that "
+                  "succeeded in a window of A alone, then in one as long from when B-K submit.", "",
+                  *noisy.table(n), "", "| scenario | measure | value |", "|---|---|---|", *noisy.report_rows(n)]
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {'yes' if met else 'no'} |" for name, value, met in targets(r)]
     return "\n".join(lines)
@@ -409,7 +423,14 @@ def plot(r: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ((left, middle, right), (cpu_ax, wait_ax, cmp_ax)) = plt.subplots(2, 3, figsize=(16, 8.5))
+    from bench import noisy
+
+    rows = 3 if "noisy" in r else 2
+    fig, axes = plt.subplots(rows, 3, figsize=(16, 4.25 * rows), squeeze=False)
+    (left, middle, right), (cpu_ax, wait_ax, cmp_ax) = axes[0], axes[1]
+    if "noisy" in r:
+        noisy.plot_axes(axes[2][0], axes[2][1], r["noisy"])
+        axes[2][2].axis("off")
     loaded = [row for row in r["enqueue"] if row["label"] == "worker running"]
     alone = [row for row in r["enqueue"] if row["label"] != "worker running"]
     rates = [str(row["rate"]) for row in loaded]
@@ -522,9 +543,12 @@ def limits(r: dict[str, Any]) -> str:
         f"- **Warm vs cold (5).** A cold build ({p['cold_p50_us']:.0f} µs) reads the agent row and builds its "
         f"provider client and tools; a warm checkout ({p['warm_p50_us']:.0f} µs) makes a fresh agno `Agent` over "
         "the warm parts.",
-        "",
-        "How these were found: py-spy (`--gil`) on the web and worker processes during 7a (`make profile`).",
     ]
+    if "noisy" in r:
+        from bench import noisy
+
+        lines += noisy.limits_text(r["noisy"])
+    lines += ["", "How these were found: py-spy (`--gil`) on the web and worker processes during 7a (`make profile`)."]
     return "\n".join(lines) + "\n"
 
 
@@ -553,7 +577,7 @@ def write_outputs(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    from bench import agentos, realpath, waiters, webhooks
+    from bench import agentos, noisy, realpath, waiters, webhooks
     from bench.knowledge import scenario_knowledge
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -587,6 +611,7 @@ def main() -> None:
         say("9. agno's AgentOS on the same jobs (bench.agentos)")
         results["agentos"] = agentos.scenario_agentos(ctx, quick, say, count=results["realpath"]["compare"]["jobs"])
         results["webhooks"] = webhooks.scenario_webhooks(ctx, quick, say)
+        results["noisy"] = noisy.scenario_noisy(ctx, quick, say)
     finally:
         stop_all()
     print(write_outputs(results))

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.layout import answers_ok, free_port, stop_process
+from bench.layout import ONE_USER_FOR_MANY, answers_ok, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -166,8 +166,9 @@ def agentos_start(ctx: dict[str, Any], count: int, connections: int, say: Callab
     say(f"9. manage.py agentos_start (DjangoSessionDb), stream=false: {count} runs, {connections} connections")
     port = free_port()
     name = "agentos-start"
+    # Opie's AgentOS as the bench user, who stands for many users: the per-user cap lifted (scenario 11 measures it)
     proc = _start(name, [PY, "manage.py", "agentos_start", "--port", str(port), "--user-id", str(ctx["user"].pk)],
-                  dict(os.environ))
+                  {**os.environ, **ONE_USER_FOR_MANY})
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_health(url, proc, name)

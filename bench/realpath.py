@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.layout import (
+    ONE_USER_FOR_MANY,
+    ONE_USER_NOTE,
     PROCFILE,
     PY,
     VAR,
@@ -188,7 +190,8 @@ def scenario_realpath(ctx: dict[str, Any], quick: bool, say: Say = say, only: se
     if (slow_agent.model_provider, slow_agent.model_options.get("latency_ms")) != ("local", 1000):
         raise RuntimeError(f"ctx['slow'] ({ctx['slow']}) is not a local agent with latency_ms 1000")
     secret = webhook_secret_get_or_create(user=ctx["user"])
-    layout = Layout("realpath", say, procfile=procfile)
+    # the bench user stands for many users: fair sharing's per-user cap lifted (scenario 11 measures it)
+    layout = Layout("realpath", say, overrides=dict(ONE_USER_FOR_MANY), procfile=procfile)
     receiver = Child("realpath-receiver", [PY, "-m", "bench.receiver", "--secret", secret, "--verify-every", "20"])
     result: dict[str, Any] = {"quick": quick, "settled_before": settled, "procfile": str(procfile)}
     try:
@@ -199,7 +202,8 @@ def scenario_realpath(ctx: dict[str, Any], quick: bool, say: Say = say, only: se
         result["environment"] = {
             "make run": "AGENTOS_WEBHOOK_ALLOW_PRIVATE=1, FLOWER_BASIC_AUTH, OPIE_WEB_PORT, OPIE_FLOWER_PORT",
             "bench": "OPIE_VAR_DIR=var/bench (embedded PostgreSQL and Redis), AGENTOS_RATE_LIMIT_PER_MINUTE=0 "
-                     "(a per-token limit; the bench is one token), PYTHONUNBUFFERED=1; logs to files, not honcho"}
+                     "(a per-token limit; the bench is one token), PYTHONUNBUFFERED=1; logs to files, not honcho",
+            "fair sharing": ONE_USER_NOTE}
         if "throughput" in wanted:
             n = sizes["throughput"]
             say(f"{LABEL}a. {n} echo jobs over 32 connections, a webhook each; clients follow by {MIX}")
@@ -252,7 +256,7 @@ def report_rows(result: dict[str, Any]) -> list[str]:
     rows = [f"| {LABEL}. real path: layout | processes · environment | the Procfile's "
             f"{' · '.join(result.get('layout', {}))}, started as make run starts them, with make run's environment "
             "and the bench's: embedded PostgreSQL and Redis under var/bench, AGENTOS_RATE_LIMIT_PER_MINUTE=0 "
-            "(a per-token limit; the bench is one token) |"]
+            "(a per-token limit; the bench is one token); " + ONE_USER_NOTE + " |"]
     if "throughput" in result:
         t = result["throughput"]
         s = t["submit"]

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.layout import (
+    ONE_USER_FOR_MANY,
+    ONE_USER_NOTE,
     PROCFILE,
     PY,
     VAR,
@@ -141,7 +143,9 @@ def scenario_waiters(ctx: dict[str, Any], quick: bool, say: Say = say, streams: 
     agents = _hold_agents(ctx["user"], int(hold * 1000))
     notes: list[str] = []
     concurrency = J + 100  # the probe's own send-messages and the webhook tasks need threads too
-    layout = Layout("waiters", say, overrides={"AGENTS_CONCURRENCY": str(concurrency)}, procfile=procfile)
+    # the bench user stands for many users: fair sharing's per-user cap lifted (scenario 11 measures it)
+    layout = Layout("waiters", say, overrides={"AGENTS_CONCURRENCY": str(concurrency), **ONE_USER_FOR_MANY},
+                    procfile=procfile)
     clients: list[Child] = []
     result: dict[str, Any] = {"quick": quick, "streams": S, "longpolls": L, "jobs": J, "hold_s": hold,
                               "probe_s": probe_s, "client_procs": procs, "agents": AGENTS,
@@ -152,6 +156,7 @@ def scenario_waiters(ctx: dict[str, Any], quick: bool, say: Say = say, streams: 
         layout.start(adjust=lambda spec: spec.name == "worker" and ensure_concurrency(spec, concurrency, notes))
         result["layout"] = layout.describe()
         result["how"] = notes
+        result["fair_sharing"] = ONE_USER_NOTE
         say(f"   sending {J} jobs that run {hold:.0f} s each ({AGENTS} agents, a session each)")
         sender = Child("waiters-submit", [PY, "-m", "bench.followers", "--url", f"127.0.0.1:{layout.web_port}",
                                           "--token", ctx["token"], "--agent", ",".join(agents), "--count", str(J),
