@@ -37,6 +37,8 @@ from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
 from django.db import close_old_connections, connections, reset_queries
 
+from apps.tracing import asgi_request, configure_tracing, name_request_span
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application() does first
 
@@ -84,7 +86,12 @@ class OpieASGIHandler(ASGIHandler):
             loop.set_default_executor(self.threads)
             self._loops.add(loop)
         async with ThreadSensitiveContext(executor=self.threads):
-            await self.handle(scope, receive, send)
+            await asgi_request(scope, receive, send, self.handle)  # in its trace's server span (apps.tracing)
+
+    async def get_response_async(self, request: Any) -> Any:
+        response = await super().get_response_async(request)
+        name_request_span(request)
+        return response
 
     @staticmethod
     async def _lifespan(receive: Any, send: Any) -> None:
@@ -108,4 +115,5 @@ def tune_gc() -> None:
     gc.set_threshold(*settings.WEB_GC_THRESHOLDS)
 
 
+configure_tracing("opie-web")  # before the handler loads the middleware: Django's instrumentation adds one
 application = OpieASGIHandler()

@@ -28,6 +28,7 @@ from apps.jobs.actions import resumable_pause
 from apps.jobs.lifecycle import job_end_cancelled, job_pause, job_succeed_message
 from apps.jobs.models import Job
 from apps.knowledge.selectors import chunks_search
+from apps.tracing import job_span, traced
 from workers.harness import JobFailed, job_run
 from workers.paused import GatedCalls, pause_actions, pause_state, paused_run
 from workers.pool import get_pool
@@ -37,6 +38,7 @@ from workers.watcher import until_written
 logger = logging.getLogger(__name__)
 
 
+@traced("job.retrieval")
 def _sources(kb_ids: tuple[int, ...], history: list[Any]) -> list[dict[str, Any]]:
     """The chunks of the agent's knowledge bases nearest to this message."""
     if not kb_ids or not history:
@@ -53,6 +55,7 @@ def _sources_context(sources: list[dict[str, Any]]) -> str | None:
             "and cite them as [n].\n<sources>\n" + "\n".join(lines) + "\n</sources>")
 
 
+@traced("job.history")
 def _history(job: Job) -> list[Any]:
     return [Message(role=role, content=content) for role, content in run_history(session_id=job.session_id,
                                                                                   job_id=job.pk)]
@@ -65,10 +68,13 @@ def _tool_events(job: Job, gated: GatedCalls | None = None) -> Callable[..., Any
         action_id = gated.take(function_name, arguments) if gated is not None else None
         job_event_append(job=job, type="tool_call.started", data={"name": function_name, "arguments": arguments})
         started = time.perf_counter()
-        if action_id is not None:
-            result = gated.run(action_id, lambda: function_call(**arguments))  # type: ignore[union-attr]
-        else:
-            result = function_call(**arguments)
+        # its name only: the arguments and the result may quote the conversation
+        with job_span(f"execute_tool {function_name}", **{"gen_ai.operation.name": "execute_tool",
+                                                          "gen_ai.tool.name": function_name}):
+            if action_id is not None:
+                result = gated.run(action_id, lambda: function_call(**arguments))  # type: ignore[union-attr]
+            else:
+                result = function_call(**arguments)
         job_event_append(job=job, type="tool_call.completed", data={
             "name": function_name, "arguments": arguments, "result": str(result)[:2000],
             "duration_ms": round((time.perf_counter() - started) * 1000, 3)})

@@ -29,6 +29,7 @@ from celery import current_task
 
 from apps.jobs.lifecycle import job_claim, job_fail, job_succeed
 from apps.jobs.models import Job
+from apps.tracing import job_attributes, job_trace, record_span, trace_id, tracer
 from config.logging import log_context
 from workers.watcher import until_written, watcher
 
@@ -57,13 +58,20 @@ def job_run(job_id: int, *, kind: str, body: Body, logger: logging.Logger,
     skipped | succeeded | failed | cancelled | paused | dropped. `log_ids`: ids the job's
     lines carry besides its own, its agent's and its session's; `logger`: the
     kind's, so each kind's lines keep their logger's name."""
-    job = job_claim(job_id=job_id, worker=worker_name())
+    with tracer.start_as_current_span("job.claim") as claim:
+        job = job_claim(job_id=job_id, worker=worker_name())
+        if job is not None:
+            claim.set_attributes(job_attributes(job))
     if job is None:
         logger.info("%s job %s skipped: not claimable now", kind, job_id)
         return "skipped"
-    # every line logged from here to the end of the job carries its public ids
+    # every line logged from here to the end of the job carries its public ids and its trace's,
+    # and every span of its run is in its trace (apps.tracing)
     with log_context(job_id=job.public_id, agent_id=job.agent.public_id if job.agent else None,
-                     session_id=job.session.public_id if job.session else None, **(log_ids(job) if log_ids else {})):
+                     session_id=job.session.public_id if job.session else None, trace_id=trace_id(job.trace_context),
+                     **(log_ids(job) if log_ids else {})), job_trace(job):
+        record_span("job.queue_wait", traceparent=job.trace_context, start=job.created_at,
+                    end=job.started_at or job.created_at)
         logger.info("%s job started (attempt %d)", kind, job.attempts)
         outcome = _run_claimed(job, body)
         logger.info("%s job %s", kind, outcome)

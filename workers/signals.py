@@ -8,7 +8,7 @@ from typing import Any
 
 from agno.utils.log import configure_agno_logging as configure
 from celery.apps import worker as celery_worker
-from celery.signals import celeryd_after_setup, task_postrun, worker_process_init, worker_ready
+from celery.signals import celeryd_after_setup, task_postrun, worker_init, worker_process_init, worker_ready
 from django.conf import settings
 from django.db import DatabaseError, connection, connections
 from django.db.backends.signals import connection_created
@@ -16,6 +16,7 @@ from django.dispatch import receiver
 
 from apps.agents.cancellation import install as install_cancellation
 from apps.agents.providers import reset_http_clients
+from apps.tracing import configure_tracing
 from config.logging import JsonFormatter
 from workers.broker import patch_redis_channel
 from workers.pool import get_pool, prewarm, reset_pool
@@ -65,6 +66,13 @@ def _json_only_output(sender: Any = None, instance: Any = None, **_: Any) -> Non
     if not getattr(instance, "quiet", True):
         instance.quiet = True
         logger.info("worker %s starting\n%s", sender, instance.startup_info(artlines=False))
+
+
+@worker_init.connect
+def _tracing(**_: Any) -> None:
+    """Traces, when OTEL_EXPORTER_OTLP_ENDPOINT asks for them (apps.tracing): set up before
+    the pool starts; a prefork child's exporter thread restarts after the fork (the SDK's own)."""
+    configure_tracing("opie-worker")
 
 
 @worker_process_init.connect

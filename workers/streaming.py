@@ -16,10 +16,19 @@ import time
 from contextlib import closing
 from typing import Any
 
-from agno.run.agent import RunContentEvent, RunErrorEvent, RunOutput
+from agno.run.agent import (
+    ModelRequestCompletedEvent,
+    ModelRequestStartedEvent,
+    RunContentEvent,
+    RunErrorEvent,
+    RunOutput,
+)
 from agno.run.base import RunStatus
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from apps.events.pubsub import publish_content
+from apps.tracing import start_job_span
 
 # the longest wait between two publishes of a run nobody was listening to
 IDLE_INTERVAL = 1.0
@@ -69,6 +78,42 @@ class ContentRelay:
         self.interval = self.base_interval if self._heard else min(IDLE_INTERVAL, self.interval * 2)
 
 
+class ModelCallSpans:
+    """One span per model call of the run (agno's `ModelRequestStarted`/`Completed` events:
+    nothing instruments agno's model calls themselves), current while the call runs so the
+    provider's HTTP request is its child. Model, provider and token counts only: no content."""
+
+    def __init__(self) -> None:
+        self._span: Any = None
+        self._token: Any = None
+
+    def on(self, event: Any) -> None:
+        if isinstance(event, ModelRequestStartedEvent):
+            self._end()
+            self._span = start_job_span(f"chat {event.model}", **{
+                "gen_ai.operation.name": "chat", "gen_ai.request.model": event.model or "",
+                "gen_ai.system": event.model_provider or ""})
+            self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        elif self._span is not None:
+            usage = {"gen_ai.usage.input_tokens": event.input_tokens, "gen_ai.usage.output_tokens": event.output_tokens}
+            self._span.set_attributes({key: value for key, value in usage.items() if value is not None})
+            self._end()
+
+    def _end(self) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)
+            self._token = None
+        if self._span is not None:
+            self._span.end()
+            self._span = None
+
+    def __enter__(self) -> ModelCallSpans:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self._end()  # a run that stopped mid-call
+
+
 def run_streamed(runner: Any, message: Any, *, relay: ContentRelay, **run_kwargs: Any) -> Any:
     """`runner.run(message, stream=True)` to its end; returns the final RunOutput.
 
@@ -76,20 +121,21 @@ def run_streamed(runner: Any, message: Any, *, relay: ContentRelay, **run_kwargs
     when the run errored: then it ends with a RunErrorEvent, which becomes an
     error RunOutput here, so the caller reads `status` as before. A run that
     paused for a person ends with its paused RunOutput."""
-    return _streamed(runner.run(message, stream=True, yield_run_output=True, **run_kwargs), relay=relay,
-                     **run_kwargs)
+    return _streamed(runner.run(message, stream=True, yield_run_output=True, stream_events=True, **run_kwargs),
+                     relay=relay, **run_kwargs)
 
 
 def continue_streamed(runner: Any, run_response: Any, *, relay: ContentRelay, **run_kwargs: Any) -> Any:
     """`runner.continue_run(run_response, stream=True)` of a paused run, as `run_streamed`."""
     return _streamed(runner.continue_run(run_response=run_response, stream=True, yield_run_output=True,
-                                         **run_kwargs), relay=relay, run_id=run_response.run_id, **run_kwargs)
+                                         stream_events=True, **run_kwargs),
+                     relay=relay, run_id=run_response.run_id, **run_kwargs)
 
 
 def _streamed(stream: Any, *, relay: ContentRelay, **run_kwargs: Any) -> Any:
     output: Any = None
     error: Any = None
-    with closing(stream) as events:
+    with closing(stream) as events, ModelCallSpans() as model_calls:
         for event in events:
             if isinstance(event, RunContentEvent):
                 if isinstance(event.content, str) and event.content:
@@ -98,6 +144,8 @@ def _streamed(stream: Any, *, relay: ContentRelay, **run_kwargs: Any) -> Any:
                 output = event
             elif isinstance(event, RunErrorEvent):
                 error = event
+            elif isinstance(event, (ModelRequestStartedEvent, ModelRequestCompletedEvent)):
+                model_calls.on(event)
     relay.flush()
     if output is None:
         output = RunOutput(run_id=run_kwargs.get("run_id"), session_id=run_kwargs.get("session_id"),

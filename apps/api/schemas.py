@@ -209,6 +209,9 @@ class JobOut(Schema):
     retryable: bool = Field(False, description="A failed job whose error a retry may fix "
                                                "(POST jobs/<id>/retry/); false for every other job.")
     retry_of: Optional[str] = Field(None, description="The failed job this one runs again, if it is a retry.")
+    trace_id: Optional[str] = Field(None, description="The job's OpenTelemetry trace id (32 hex digits), which "
+                                                      "every span and log line of the job carries; null while "
+                                                      "tracing is off.")
     required_action: Optional[RequiredAction] = Field(
         None, description="While `status` is `requires_action`: the tool calls waiting for a decision.")
     decisions: list[DecisionOut] = Field(default_factory=list, description="Every decision on the job's actions.")

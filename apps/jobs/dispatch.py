@@ -37,6 +37,7 @@ from django.utils import timezone
 from apps import task_routes
 from apps.common import DomainError
 from apps.jobs.models import Job
+from apps.tracing import in_trace
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +51,18 @@ ADMISSION_LOCK = 0x0913
 QUEUE_FULL_RETRY_AFTER = 10
 
 
-def job_dispatch(*, job_id: int, kind: str, marked: bool = False) -> bool:
+def job_dispatch(*, job_id: int, kind: str, marked: bool = False, trace_context: str = "") -> bool:
     """Publish one job now and record when (`enqueued_at`). Returns whether the broker took it.
 
     `marked`: the job's row already says it was enqueued (a new job is written with
     `enqueued_at` set, and an admitted one was marked by its admission, saving a
-    second write); then only a failed publish touches the row, clearing it."""
+    second write); then only a failed publish touches the row, clearing it. `trace_context`:
+    the job's stored one; the publish and its message headers belong to the job's trace."""
     task = TASKS[Job.Kind(kind)]
     try:
-        current_app.send_task(task.name, args=[job_id], queue=task.queue, retry=True,
-                              retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2})
+        with in_trace(trace_context):
+            current_app.send_task(task.name, args=[job_id], queue=task.queue, retry=True,
+                                  retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2})
     except Exception:  # the broker is down or unreachable: the sweeper will re-send
         logger.warning("job %s: publish failed; the sweeper will re-send it", job_id, exc_info=True)
         if marked:
@@ -81,8 +84,8 @@ def job_dispatch_on_commit(*, job: Job) -> None:
     if admitted_on_send(job.kind):
         jobs_admit_on_commit(owner_id=job.owner_id)
         return
-    job_id, kind, marked = job.pk, job.kind, job.enqueued_at is not None
-    transaction.on_commit(lambda: job_dispatch(job_id=job_id, kind=kind, marked=marked))
+    job_id, kind, marked, trace_context = job.pk, job.kind, job.enqueued_at is not None, job.trace_context
+    transaction.on_commit(lambda: job_dispatch(job_id=job_id, kind=kind, marked=marked, trace_context=trace_context))
 
 
 # Admit the user's waiting message jobs while the window has room: highest priority,
@@ -109,7 +112,7 @@ UPDATE jobs_job SET enqueued_at = %(now)s
                                                   AND (a.status = 'running'
                                                        OR (a.status = 'queued' AND a.enqueued_at IS NOT NULL))), 0)
                    END FROM cap))
-RETURNING id
+RETURNING id, trace_context
 """
 
 
@@ -122,8 +125,9 @@ def jobs_admit(*, owner_id: int) -> int:
             cursor.execute(_ADMIT_SQL, {"now": timezone.now(), "owner": owner_id,
                                         "default": settings.AGENTOS_USER_MAX_RUNNING,
                                         "terminal": [str(s) for s in Job.TERMINAL]})
-            admitted = sorted(row[0] for row in cursor.fetchall())
-    return sum(job_dispatch(job_id=job_id, kind=Job.Kind.MESSAGE, marked=True) for job_id in admitted)
+            admitted = sorted(cursor.fetchall())
+    return sum(job_dispatch(job_id=job_id, kind=Job.Kind.MESSAGE, marked=True, trace_context=trace_context)
+               for job_id, trace_context in admitted)
 
 
 def jobs_admit_on_commit(*, owner_id: int) -> None:

@@ -28,6 +28,7 @@ from apps.events.services import job_status_changed
 from apps.jobs.actions import job_actions_close, pause_record
 from apps.jobs.dispatch import job_dispatch, jobs_admit_on_commit
 from apps.jobs.models import Job
+from apps.tracing import traced
 from apps.webhooks.services import webhook_outbox_for_job
 
 logger = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ def _fenced(job: Job) -> Any:
     return Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, lease_token=job.lease_token)
 
 
+@traced("job.reply_write")
 @transaction.atomic
 def job_succeed_message(*, job: Job, content: str, tool_calls: list[dict[str, Any]],
                         metrics: dict[str, Any], sources: list[dict[str, Any]] | None = None) -> ChatMessage | None:
@@ -282,6 +284,6 @@ def job_dispatch_next_in_session_on_commit(*, job: Job) -> None:
 def job_dispatch_next_in_session(*, job_id: int, session_id: int) -> None:
     """After a message job ends, start the next one waiting in its session."""
     successor = (Job.objects.filter(session_id=session_id, id__gt=job_id, kind=Job.Kind.MESSAGE,
-                                    status=Job.Status.QUEUED).order_by("id").values_list("id", flat=True).first())
+                                    status=Job.Status.QUEUED).order_by("id").values_list("id", "trace_context").first())
     if successor is not None:
-        job_dispatch(job_id=successor, kind=Job.Kind.MESSAGE)
+        job_dispatch(job_id=successor[0], kind=Job.Kind.MESSAGE, trace_context=successor[1])

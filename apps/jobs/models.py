@@ -67,6 +67,8 @@ class Job(models.Model):
     priority = models.SmallIntegerField(choices=Priority.choices, default=Priority.NORMAL)
     # the failed job this one runs again (POST jobs/<id>/retry/)
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+    # the accepting request's span, as a W3C traceparent: every later span of the job is in its trace (apps.tracing)
+    trace_context = models.CharField(max_length=55, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from apps.jobs.models import ActionDecision, Job, JobAction, RunPause
 from apps.jobs.retryable import job_retryable
+from apps.tracing import trace_id
 
 
 def _iso(value: Any) -> str | None:
@@ -31,6 +32,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "retryable": job_retryable(job),
         # one lookup, and only for a job that is a retry: every other job has no retry_of_id
         "retry_of": job.retry_of.public_id if job.retry_of_id else None,
+        "trace_id": trace_id(job.trace_context),  # its trace (apps.tracing); null while tracing is off
         **job_actions_to_dict(job),
     }
 

@@ -26,6 +26,7 @@ from apps.jobs.lifecycle import job_ended_effects
 from apps.jobs.models import Job, RunPause
 from apps.jobs.retryable import job_retryable
 from apps.knowledge.models import Document
+from apps.tracing import current_traceparent
 from apps.webhooks.services import callback_url_validate
 
 MULTITASK = ("enqueue", "reject", "interrupt")
@@ -72,6 +73,7 @@ def job_create(*, owner: AbstractBaseUser, kind: str, input: dict[str, Any], cal
     job = insert_new(Job(owner=owner, kind=kind, agent=agent, session=session, callback_url=callback_url,
                          deadline_at=now + (deadline if deadline is not None else job_deadline(None)), input=input,
                          priority=priority, retry_of=retry_of,
+                         trace_context=current_traceparent(),  # its trace: the accepting request's span
                          event_seq=1,  # its `job.queued` event, written below
                          # published on commit (a failed publish clears it), or admitted later
                          enqueued_at=None if admitted_on_send(kind) else now))

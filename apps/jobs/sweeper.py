@@ -41,9 +41,10 @@ def jobs_sweep(*, now: Any = None) -> dict[str, int]:
     # running under a lease that ran out: the worker died mid-run
     orphaned = Job.objects.filter(status=Job.Status.RUNNING, lease_expires_at__lt=now)
     resent = 0
-    for job in list(lost.exclude(earlier_unfinished_in_session()).only("id", "kind")[:BATCH]) + list(
-            orphaned.only("id", "kind")[:BATCH]):
-        resent += job_dispatch(job_id=job.pk, kind=job.kind)
+    fields = ("id", "kind", "trace_context")  # a re-send stays in the job's trace
+    for job in list(lost.exclude(earlier_unfinished_in_session()).only(*fields)[:BATCH]) + list(
+            orphaned.only(*fields)[:BATCH]):
+        resent += job_dispatch(job_id=job.pk, kind=job.kind, trace_context=job.trace_context)
     forgotten, _ = IdempotencyRecord.objects.filter(
         created_at__lt=now - timedelta(seconds=settings.AGENTOS_IDEMPOTENCY_TTL)).delete()
     return {"resent": resent, "expired": expired, "idempotency_keys_forgotten": forgotten}

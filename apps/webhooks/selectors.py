@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 from apps.common import NotFound
+from apps.tracing import trace_id
 from apps.webhooks.models import InboundHook, WebhookDelivery
 
 
 def delivery_log_ids(*, delivery_id: int) -> dict[str, str]:
-    """The public ids a delivery's log lines carry: its job's and its own (empty if it is gone)."""
-    row = WebhookDelivery.objects.filter(pk=delivery_id).values_list("job__public_id", "public_id").first()
-    return {"job_id": row[0], "delivery_id": row[1]} if row else {}
+    """The public ids a delivery's log lines carry: its job's, its own and its job's trace's (empty if it is gone)."""
+    row = WebhookDelivery.objects.filter(pk=delivery_id).values_list(
+        "job__public_id", "public_id", "job__trace_context").first()
+    if not row:
+        return {}
+    ids = {"job_id": row[0], "delivery_id": row[1]}
+    trace = trace_id(row[2])
+    return {**ids, "trace_id": trace} if trace else ids
 
 
 def inbound_hook_get(*, hook_id: str) -> InboundHook:

@@ -30,6 +30,7 @@ from standardwebhooks.webhooks import Webhook
 
 from apps.common import DomainError, insert_new
 from apps.jobs.presenters import job_to_dict
+from apps.tracing import in_trace, job_span
 from apps.webhooks.client import webhook_http_client
 from apps.webhooks.dispatch import webhook_dispatch
 from apps.webhooks.models import WebhookDelivery, WebhookSecret, new_secret
@@ -119,6 +120,8 @@ class _Claimed:
     webhook_id: str
     number: int
     secret: str
+    job_public_id: str = ""
+    trace_context: str = ""  # its job's (apps.tracing): the attempt's span is in the job's trace
 
 
 # The claim, as one statement that also returns the row and its owner's signing
@@ -127,9 +130,11 @@ class _Claimed:
 _CLAIM_SQL = """
 UPDATE webhooks_webhookdelivery AS d
    SET status = 'delivering', claimed_at = %(now)s
- WHERE d.id = %(id)s AND d.status = 'pending' AND d.next_attempt_at <= %(now)s
+  FROM jobs_job AS j
+ WHERE d.id = %(id)s AND d.status = 'pending' AND d.next_attempt_at <= %(now)s AND j.id = d.job_id
 RETURNING d.public_id, d.owner_id, d.url, d.payload, d.webhook_id, d.attempt_count,
-          (SELECT s.secret FROM webhooks_webhooksecret AS s WHERE s.user_id = d.owner_id)
+          (SELECT s.secret FROM webhooks_webhooksecret AS s WHERE s.user_id = d.owner_id),
+          j.public_id, j.trace_context
 """
 
 
@@ -140,13 +145,14 @@ def _claim(delivery_id: int) -> _Claimed | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    public_id, owner_id, url, payload, webhook_id, attempt_count, secret = row
+    public_id, owner_id, url, payload, webhook_id, attempt_count, secret, job_public_id, trace_context = row
     if secret is None:  # the owner's first webhook: make their secret, as the API would
         secret = WebhookSecret.objects.get_or_create(user_id=owner_id)[0].secret
     # Django's backend hands jsonb over as text; the body is it loaded as JSONField would, compactly re-encoded
     body = json.dumps(json.loads(payload), separators=(",", ":"))
     return _Claimed(delivery_id=delivery_id, public_id=public_id, url=url, body=body, webhook_id=webhook_id,
-                    number=attempt_count + 1, secret=secret)
+                    number=attempt_count + 1, secret=secret, job_public_id=job_public_id,
+                    trace_context=trace_context)
 
 
 def _post(claimed: _Claimed) -> tuple[int | None, str, str, float | None, bool]:
@@ -197,7 +203,12 @@ def webhook_deliver(*, delivery_id: int) -> str:
     if claimed is None:
         return "skipped"
     started, clock = timezone.now(), time.perf_counter()
-    status_code, error, excerpt, retry_after, final = _post(claimed)
+    with in_trace(claimed.trace_context), job_span("webhook.attempt", **{
+            "opie.job.id": claimed.job_public_id, "opie.webhook.delivery_id": claimed.public_id,
+            "opie.webhook.attempt": claimed.number}) as span:  # httpx's span of the POST is its child
+        status_code, error, excerpt, retry_after, final = _post(claimed)
+        if status_code is not None:
+            span.set_attribute("http.response.status_code", status_code)
     duration_ms = round((time.perf_counter() - clock) * 1000, 3)
     number = claimed.number
     schedule = retry_schedule()
