@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps import metrics
 from apps.jobs.actions import paused_jobs_due
 from apps.jobs.dispatch import job_dispatch, jobs_admit, owners_waiting
 from apps.jobs.lifecycle import earlier_unfinished_in_session, job_ended_effects
@@ -41,9 +42,10 @@ def jobs_sweep(*, now: Any = None) -> dict[str, int]:
     # running under a lease that ran out: the worker died mid-run
     orphaned = Job.objects.filter(status=Job.Status.RUNNING, lease_expires_at__lt=now)
     resent = 0
-    for job in list(lost.exclude(earlier_unfinished_in_session()).only("id", "kind")[:BATCH]) + list(
-            orphaned.only("id", "kind")[:BATCH]):
-        resent += job_dispatch(job_id=job.pk, kind=job.kind)
+    for reason, jobs in (("lost_message", lost.exclude(earlier_unfinished_in_session())), ("lease_expired", orphaned)):
+        sent = sum(job_dispatch(job_id=job.pk, kind=job.kind) for job in list(jobs.only("id", "kind")[:BATCH]))
+        metrics.sweeper_requeued(reason=reason, count=sent)
+        resent += sent
     forgotten, _ = IdempotencyRecord.objects.filter(
         created_at__lt=now - timedelta(seconds=settings.AGENTOS_IDEMPOTENCY_TTL)).delete()
     return {"resent": resent, "expired": expired, "idempotency_keys_forgotten": forgotten}
