@@ -153,3 +153,29 @@ def test_a_killed_web_process_stops_counting_its_open_streams(tmp_path):
     metrics.prune_dead()
 
     assert not path.exists()
+
+
+@pytest.mark.django_db
+def test_the_sweeper_counts_the_jobs_it_sends_again(api, agent):
+    """A worker died mid-run (its lease ran out): the sweeper hands the job on, and says so."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.jobs.lifecycle import job_claim
+    from apps.jobs.models import Job
+    from apps.jobs.sweeper import jobs_sweep
+
+    job_id = api.post("/api/v1/agentos/send-message/", {"agent_id": agent.public_id, "message": "hi"},
+                      content_type="application/json").json()["job_id"]
+    job_claim(job_id=Job.objects.get(public_id=job_id).pk, worker="lost-worker")
+    Job.objects.filter(public_id=job_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    before = samples(api.get("/metrics").content.decode())
+
+    jobs_sweep()
+
+    after = samples(api.get("/metrics").content.decode())
+    grown = value(after, "opie_sweeper_requeues_total", reason="lease_expired") - value(
+        before, "opie_sweeper_requeues_total", reason="lease_expired")
+    assert grown == 1
+    assert value(after, "opie_jobs_running", kind="message") == 1
