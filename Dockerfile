@@ -19,7 +19,8 @@ COPY . .
 RUN DATABASE_URL=postgresql://build@localhost/build REDIS_URL=redis://localhost:6379/0 \
     SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --verbosity 0
 
-RUN useradd --create-home --uid 10001 opie && chown -R opie /app
+# var/metrics: the image's empty metrics directory, so the `metrics` volume mounted there is opie's
+RUN useradd --create-home --uid 10001 opie && mkdir -p var/metrics && rm -f var/metrics/*.db && chown -R opie /app
 USER opie
 EXPOSE 8000
 CMD ["gunicorn", "config.asgi:application", "--bind", "0.0.0.0:8000", "--worker-class", "uvicorn_worker.UvicornWorker", \

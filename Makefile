@@ -20,6 +20,7 @@ install: $(VENV)/.installed
 ## run: the whole system in the foreground (web, worker, beat, Flower); Ctrl-C stops it
 run: install
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py opie_metrics_reset
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	PORT=$(PORT) FLOWER_PORT=$(FLOWER_PORT) $(BIN)/python manage.py agentos_demo
 	AGENTOS_WEBHOOK_ALLOW_PRIVATE=$${AGENTOS_WEBHOOK_ALLOW_PRIVATE:-1} FLOWER_BASIC_AUTH=$$(cat var/flower-auth) OPIE_WEB_PORT=$(PORT) OPIE_FLOWER_PORT=$(FLOWER_PORT) \

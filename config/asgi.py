@@ -42,6 +42,8 @@ from apps.tracing import asgi_request, configure_tracing, name_request_span
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application() does first
 
+from apps import metrics  # noqa: E402  (reads the settings: after setup)
+
 
 def release_connections() -> None:
     """End of a unit of sync work on this thread, as the end of a request is for
@@ -101,6 +103,7 @@ class OpieASGIHandler(ASGIHandler):
                 tune_gc()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                metrics.process_exit()  # its open-streams gauge stops counting at once
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -22,6 +22,7 @@ from agno.run.base import RunStatus
 from django.conf import settings
 from django.db import connection
 
+from apps import metrics
 from apps.chat.selectors import run_history
 from apps.events.services import job_event_append
 from apps.jobs.actions import resumable_pause
@@ -66,6 +67,7 @@ def _tool_events(job: Job, gated: GatedCalls | None = None) -> Callable[..., Any
     person approved runs through `gated`, at most once however often the run continues."""
     def hook(function_name: str, function_call: Callable[..., Any], arguments: dict[str, Any]) -> Any:
         action_id = gated.take(function_name, arguments) if gated is not None else None
+        function_call = metrics.tool_counted(function_name, function_call)
         job_event_append(job=job, type="tool_call.started", data={"name": function_name, "arguments": arguments})
         started = time.perf_counter()
         # its name only: the arguments and the result may quote the conversation
@@ -147,6 +149,7 @@ def _answer(job: Job) -> str:
                                tool_hooks=[_tool_events(job)], context=_sources_context(sources))
         release_connection_if_busy(pool.stats.in_flight)  # the task adapter counts this job in flight
         output = run_streamed(runner, history, relay=relay, run_id=job.public_id, **ids)
+    metrics.model_calls(output, before=paused if pause is not None else None)
     if output.status == RunStatus.paused:  # a tool waits for a person: store the run, let the job go
         state, actions = pause_state(output, sources), pause_actions(output)
         return until_written(lambda: job_pause(job=job, run_state=state, actions=actions))

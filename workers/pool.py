@@ -20,6 +20,7 @@ from typing import Any, Iterator
 from django.conf import settings
 from django.db.models import Max
 
+from apps import metrics
 from apps.agents.builder import AgentParts, agent_from_parts, build_parts
 from apps.agents.models import Agent as DjangoAgent
 
@@ -52,12 +53,15 @@ class AgentPool:
                 self._parts[key] = (entry[0], now)
                 self._parts.move_to_end(key)
                 self.stats.hits += 1
+                metrics.POOL_HITS.inc()
                 return entry[0]
             self.stats.misses += 1
+            metrics.POOL_MISSES.inc()
         # build outside the lock: one slow provider must not stall every other run
         parts = build_parts(agent)
         with self._lock:
             self.stats.builds += 1
+            metrics.POOL_BUILDS.inc()
             self.stats.build_ms_total += parts.build_ms
             self._parts[key] = (parts, now)
             self._parts.move_to_end(key)

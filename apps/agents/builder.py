@@ -17,6 +17,7 @@ from typing import Any, Callable
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
+from apps import metrics
 from apps.agents.models import Agent as DjangoAgent
 from apps.agents.providers import build_model
 from apps.agents.tools import tool_functions
@@ -76,6 +77,7 @@ def build_parts(django_agent: DjangoAgent, *, pooled: bool = True) -> AgentParts
     model = build_model(django_agent.model_provider, django_agent.model_id, django_agent.model_options or {},
                         pooled=pooled)
     _connect(model)
+    metrics.model_calls_timed(model)
     return AgentParts(
         key=(django_agent.pk, django_agent.version), public_id=django_agent.public_id,
         name=django_agent.name, description=django_agent.description,

@@ -25,6 +25,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError
 from django.http import StreamingHttpResponse
 
+from apps import metrics
 from apps.events.hub import Follower, hub
 from apps.events.models import JobEvent
 from apps.events.pubsub import CONTENT_DELTA
@@ -79,6 +80,7 @@ def _unsent(job: Job, after_seq: int) -> tuple[bool, list[JobEvent]]:
     return job_is_terminal(public_id=job.public_id), job_events_since(job=job, after_seq=after_seq, limit=_BATCH)
 
 
+@metrics.open_while("sse")
 async def job_event_stream(*, job: Job, after_seq: int) -> AsyncIterator[str]:
     deadline = time.monotonic() + max_seconds()
     last = after_seq

@@ -6,10 +6,12 @@ import time
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from apps import metrics
 from apps.events.hub import hub
 from apps.events.services import job_is_terminal
 
 
+@metrics.open_while("long_poll")
 async def job_wait(*, public_id: str, timeout: float) -> None:
     """Return once the job is terminal or `timeout` seconds pass (at most
     AGENTOS_WAIT_MAX_SECONDS).

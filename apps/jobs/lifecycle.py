@@ -20,6 +20,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from apps import metrics
 from apps.agents.models import Agent
 from apps.chat.models import ChatMessage, ChatSession
 from apps.chat.services import session_changed
@@ -44,6 +45,7 @@ def job_ended_effects(*, job_id: int, job: Job | None = None) -> Job:
     job_status_changed(job=job)  # its terminal event: `job.<status>`, the job's last
     webhook_outbox_for_job(job=job)  # its webhook delivery row, when it has a callback URL
     job_dispatch_next_in_session_on_commit(job=job)
+    metrics.job_ended(job=job)
     return job
 
 
@@ -98,6 +100,7 @@ def job_claim(*, job_id: int, worker: str) -> Job | None:
         if seq is not None:
             job = _claimed_job(job_id)
             job_status_changed(job=job, seq=seq)
+            metrics.job_claimed(job=job)
             return job
     _end_unclaimable(job_id=job_id, now=now)
     return None

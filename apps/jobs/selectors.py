@@ -5,7 +5,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 
 from apps.agents.models import Agent
@@ -103,3 +103,17 @@ def agent_metrics(*, agent_pks: list[int], viewer: AbstractBaseUser, days: int =
     for agent_pk, counts in per_day.items():
         metrics[agent_pk]["per_day"] = [counts.get(day, 0) for day in axis]
     return metrics
+
+
+def queue_snapshot() -> dict[str, dict[str, Any]]:
+    """For /metrics, per kind: how many jobs are queued and running, and when the oldest
+    queued one was accepted (`oldest`). One statement over the status index."""
+    rows = (Job.objects.filter(status__in=[Job.Status.QUEUED, Job.Status.RUNNING]).values_list("kind", "status")
+            .annotate(count=Count("id"), oldest=Min("created_at")).order_by())
+    snapshot: dict[str, dict[str, Any]] = {}
+    for kind, status, count, oldest in rows:
+        counts = snapshot.setdefault(kind, {})
+        counts[status] = count
+        if status == Job.Status.QUEUED:
+            counts["oldest"] = oldest
+    return snapshot

@@ -13,6 +13,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from apps import metrics
 from apps.agents.models import Agent
 from apps.agents.selectors import agent_get_visible
 from apps.agents.sync import agents_for_sync
@@ -78,6 +79,7 @@ def job_create(*, owner: AbstractBaseUser, kind: str, input: dict[str, Any], cal
                          # published on commit (a failed publish clears it), or admitted later
                          enqueued_at=None if admitted_on_send(kind) else now))
     job_created(job=job)
+    metrics.job_accepted(job=job)
     job_dispatch_on_commit(job=job)
     return job
 

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from apps import metrics
 from apps.jobs.actions import paused_jobs_due
 from apps.jobs.dispatch import job_dispatch, jobs_admit, owners_waiting
 from apps.jobs.lifecycle import earlier_unfinished_in_session, job_ended_effects
@@ -42,9 +43,11 @@ def jobs_sweep(*, now: Any = None) -> dict[str, int]:
     orphaned = Job.objects.filter(status=Job.Status.RUNNING, lease_expires_at__lt=now)
     resent = 0
     fields = ("id", "kind", "trace_context")  # a re-send stays in the job's trace
-    for job in list(lost.exclude(earlier_unfinished_in_session()).only(*fields)[:BATCH]) + list(
-            orphaned.only(*fields)[:BATCH]):
-        resent += job_dispatch(job_id=job.pk, kind=job.kind, trace_context=job.trace_context)
+    for reason, jobs in (("lost_message", lost.exclude(earlier_unfinished_in_session())), ("lease_expired", orphaned)):
+        sent = sum(job_dispatch(job_id=job.pk, kind=job.kind, trace_context=job.trace_context)
+                   for job in list(jobs.only(*fields)[:BATCH]))
+        metrics.sweeper_requeued(reason=reason, count=sent)
+        resent += sent
     forgotten, _ = IdempotencyRecord.objects.filter(
         created_at__lt=now - timedelta(seconds=settings.AGENTOS_IDEMPOTENCY_TTL)).delete()
     return {"resent": resent, "expired": expired, "idempotency_keys_forgotten": forgotten}

@@ -1,6 +1,8 @@
 """Reads for webhook deliveries and inbound hooks."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from apps.common import NotFound
 from apps.tracing import trace_id
 from apps.webhooks.models import InboundHook, WebhookDelivery
@@ -23,3 +25,10 @@ def inbound_hook_get(*, hook_id: str) -> InboundHook:
     if hook is None:
         raise NotFound("hook")
     return hook
+
+
+def oldest_undelivered_webhook() -> datetime | None:
+    """For /metrics: when the oldest delivery still to be delivered (pending or mid-attempt) was written."""
+    return (WebhookDelivery.objects.filter(status__in=[WebhookDelivery.Status.PENDING,
+                                                        WebhookDelivery.Status.DELIVERING])
+            .order_by("created_at").values_list("created_at", flat=True).first())

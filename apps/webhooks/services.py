@@ -28,6 +28,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from apps import metrics
 from apps.common import DomainError, insert_new
 from apps.jobs.presenters import job_to_dict
 from apps.tracing import in_trace, job_span
@@ -223,6 +224,7 @@ def webhook_deliver(*, delivery_id: int) -> str:
             "id": delivery_id, "number": number, "started": started, "duration_ms": duration_ms,
             "status_code": status_code, "error": error, "excerpt": excerpt, "next_at": next_at,
             "status": str(_STATUS_AFTER[outcome]), "delivered_at": timezone.now() if delivered else None})
+    metrics.webhook_attempt(outcome=outcome)
     logger.info("delivery %s attempt %d: %s %s", claimed.public_id, number, outcome, error or status_code)
     return outcome
 

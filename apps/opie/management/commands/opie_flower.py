@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from flower.views.monitor import Metrics
 from tornado.web import authenticated
 
+from apps.metrics import process_local
 from celery_app import app
 from workers.priority import lower_own_group
 
@@ -56,6 +57,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, address: str, port: int, **_: Any) -> None:
         os.environ["FLOWER_BASIC_AUTH"] = ",".join(basic_auth_credentials(settings.FLOWER_BASIC_AUTH))
         metrics_behind_auth()
+        process_local()  # Flower's own metrics stay on Flower's /metrics, out of the web's
         lower_own_group()  # started niced (the Procfile): monitoring yields the CPU to the web
         code = app.start(["flower", f"--address={address}", f"--port={port}"])
         if code:
