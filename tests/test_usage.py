@@ -157,3 +157,13 @@ def test_the_report_is_an_index_scan_of_the_users_days(user, group_by):
     assert "usage_daily_key" in plan and ("Index Scan" in plan or "Index Only Scan" in plan)
     assert '"Index Cond": "((user_id = ' in plan and "day >=" in plan
 
+
+
+def test_the_usage_page_shows_its_users_figures(two_users, client, user, other_user):
+    client.force_login(user)
+    page = client.get("/agentos/usage/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "<svg" in html and two_users[0].public_id in html and two_users[1].public_id not in html
+    client.force_login(other_user)
+    assert two_users[0].public_id not in client.get("/agentos/usage/").content.decode()

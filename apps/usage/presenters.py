@@ -57,3 +57,19 @@ def usage_rows_to_csv(rows: list[dict[str, Any]], group_by: str) -> str:
     for row in usage_rows_to_json(rows, group_by):
         writer.writerow(["" if row[c] is None else row[c] for c in columns])
     return out.getvalue()
+
+
+def usage_days(day_rows: list[dict[str, Any]], start: date, end: date) -> list[dict[str, Any]]:
+    """Every day of the range, a day without runs as zeros (for a chart)."""
+    by_day = {row["day"]: row for row in day_rows}
+    zero = {f: 0 for f in (*FIGURES, "total_tokens")}
+    return [by_day.get(d, {"day": d, **zero}) for d in
+            ((start + timedelta(days=i)).isoformat() for i in range((end - start).days + 1))]
+
+
+def usage_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sums of a report's rows; the cost is None when no row has one."""
+    totals: dict[str, Any] = {f: sum(r[f] for r in rows) for f in (*FIGURES, "total_tokens")}
+    costs = [r["estimated_cost"] for r in rows if r["estimated_cost"] is not None]
+    totals["estimated_cost"] = round(sum(costs), 6) if costs else None
+    return totals
