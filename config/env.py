@@ -6,6 +6,7 @@ configuration as `make run`.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -56,3 +57,19 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def parse_prices(raw: str) -> dict[str, dict[str, float]]:
+    """AGENTOS_PRICES: `{"provider:model": {"input": USD, "output": USD}}` per million
+    tokens; empty means no prices. Anything else is a startup error naming the setting."""
+    if not raw.strip():
+        return {}
+    try:
+        table = json.loads(raw)
+        if not isinstance(table, dict):
+            raise ValueError("not an object")
+        return {str(key): {side: float(price.get(side, 0)) for side in ("input", "output")}
+                for key, price in table.items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"AGENTOS_PRICES={raw!r} is not a price table "
+                         '(e.g. {"openai:gpt-4o": {"input": 2.5, "output": 10}})') from exc

@@ -30,6 +30,7 @@ from apps.jobs.lifecycle import job_end_cancelled, job_pause, job_succeed_messag
 from apps.jobs.models import Job
 from apps.knowledge.selectors import chunks_search
 from apps.tracing import job_span, traced
+from apps.usage.services import model_calls_of
 from workers.harness import JobFailed, job_run
 from workers.paused import GatedCalls, pause_actions, pause_state, paused_run
 from workers.pool import get_pool
@@ -105,6 +106,7 @@ def _metrics(output: Any, started: float) -> dict[str, Any]:
         "time_to_first_token_ms": round(ttft * 1000, 3) if ttft is not None else None,
         "model": output.model,
         "provider": output.model_provider,
+        "model_calls": model_calls_of(output.messages),
     }
 
 

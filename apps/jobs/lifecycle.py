@@ -30,6 +30,7 @@ from apps.jobs.actions import job_actions_close, pause_record
 from apps.jobs.dispatch import job_dispatch, jobs_admit_on_commit
 from apps.jobs.models import Job
 from apps.tracing import traced
+from apps.usage.services import usage_record
 from apps.webhooks.services import webhook_outbox_for_job
 
 logger = logging.getLogger(__name__)
@@ -208,6 +209,7 @@ def job_succeed_message(*, job: Job, content: str, tool_calls: list[dict[str, An
             logger.info("job %s: attempt lost its lease; reply dropped", job.public_id)
         return None
     insert_new(reply)
+    usage_record(job=job, metrics=metrics, tool_calls=tool_calls)  # the run's figures, in the reply's transaction
     ChatSession.objects.filter(pk=job.session_id).update(updated_at=now)
     session_changed(session_id=job.session.public_id)
     job_ended_effects(job_id=job.pk, job=_ending(job, **done))

@@ -28,6 +28,7 @@ from apps.jobs.models import Job, RunPause
 from apps.jobs.retryable import job_retryable
 from apps.knowledge.models import Document
 from apps.tracing import current_traceparent
+from apps.usage.services import usage_record
 from apps.webhooks.services import callback_url_validate
 
 MULTITASK = ("enqueue", "reject", "interrupt")
@@ -196,6 +197,7 @@ def message_record(*, user: AbstractBaseUser, agent: Agent, session: ChatSession
         job.result = {"message_id": answer.public_id, "content": reply, "tool_calls": tool_calls or [],
                       "metrics": metrics or {}}
         job.save(update_fields=["result"])
+        usage_record(job=job, metrics=metrics or {}, tool_calls=tool_calls or [])
     ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
     ChatSession.objects.filter(pk=session.pk, title="").update(title=message.strip()[:80])
     session_changed(session_id=session.public_id)
@@ -279,6 +281,7 @@ def message_record_end(*, user: AbstractBaseUser, agent: Agent, session: ChatSes
                                             tool_calls=tool_calls or [], metrics=metrics or {}, job=job)
         ended["result"] = {"message_id": answer.public_id, "content": reply, "tool_calls": tool_calls or [],
                            "metrics": metrics or {}}
+        usage_record(job=job, metrics=metrics or {}, tool_calls=tool_calls or [])
     Job.objects.filter(pk=job.pk).update(**ended)
     ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
     session_changed(session_id=session.public_id)

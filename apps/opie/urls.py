@@ -22,4 +22,5 @@ urlpatterns = [
     path("agentos/session/<str:session_id>/rename/", views.session_rename_view, name="session_rename"),
     path("agentos/session/<str:session_id>/delete/", views.session_delete_view, name="session_delete"),
     path("agentos/account/", views.account, name="account"),
+    path("agentos/usage/", views.usage, name="usage"),
 ]

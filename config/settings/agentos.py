@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from apps import task_routes
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_str, parse_prices
 
 AGENTOS_ENABLED = env_bool("AGENTOS_ENABLED", True)
 AGENTOS_DEFAULT_HOST = env_str("AGENTOS_DEFAULT_HOST", "127.0.0.1")
@@ -108,3 +108,9 @@ AGENTOS_EMBEDDING_PROVIDER = env_str("AGENTOS_EMBEDDING_PROVIDER", "sentence-tra
 AGENTOS_EMBEDDING_MODEL = env_str("AGENTOS_EMBEDDING_MODEL", "")
 AGENTOS_MAX_UPLOAD_BYTES = env_int("AGENTOS_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
 AGENTOS_KNOWLEDGE_TOP_K = env_int("AGENTOS_KNOWLEDGE_TOP_K", 4)
+
+# Usage: an optional price table for the usage report's `estimated_cost`, JSON keyed
+# `provider:model` (the agent's provider, the run's model id) with USD per million
+# input and output tokens, e.g. {"openai:gpt-4o": {"input": 2.5, "output": 10}}.
+# A model missing from it has no estimated cost.
+AGENTOS_PRICES = parse_prices(env_str("AGENTOS_PRICES", ""))

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "apps.events",
     "apps.webhooks",
     "apps.knowledge",
+    "apps.usage",
     "apps.opie",
 ]
 

@@ -11,6 +11,7 @@ from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
 
@@ -31,6 +32,8 @@ from apps.knowledge.selectors import document_get, kb_list_visible
 from apps.knowledge.services import document_upload, kb_attach, kb_detach, vault_for
 from apps.opie.agentos.service import AgentOSService
 from apps.opie.checks import workers_by_queue
+from apps.usage.presenters import usage_days, usage_range, usage_rows_to_json, usage_totals
+from apps.usage.selectors import usage_report
 from apps.webhooks.models import WebhookDelivery
 from apps.webhooks.services import webhook_secret_get_or_create, webhook_secret_rotate
 
@@ -323,6 +326,32 @@ def approvals(request: HttpRequest) -> HttpResponse:
     pending = actions_pending(user=request.user)
     return render(request, "opie/approvals.html", {"actions": _cards(pending[:APPROVALS_SHOWN]),
                                                    "total": pending.count(), "shown": APPROVALS_SHOWN})
+
+
+# usage
+def _usage_chart(days: list[dict[str, Any]], width: int = 600, height: int = 120) -> str:
+    """Tokens per day as an SVG bar chart, drawn here: no script, no CDN."""
+    top = max(d["total_tokens"] for d in days) or 1
+    step = width / len(days)
+    bars = "".join(
+        f'<rect x="{i * step + 1:.1f}" y="{height - (d["total_tokens"] / top) * height:.1f}" width="{step - 2:.1f}" '
+        f'height="{(d["total_tokens"] / top) * height:.1f}"><title>{d["day"]}: {d["total_tokens"]} tokens, '
+        f'{d["runs"]} runs</title></rect>' for i, d in enumerate(days))
+    return (f'<svg class="usage-chart" viewBox="0 0 {width} {height}" width="100%" height="{height}" role="img" '
+            f'aria-label="tokens per day, last {len(days)} days">{bars}</svg>')
+
+
+@page
+@require_GET
+def usage(request: HttpRequest) -> HttpResponse:
+    """The user's own figures over the last 30 days: a chart per day, a table per agent and per model."""
+    start, end = usage_range(None, None, today=timezone.now().date())
+    report = {g: usage_rows_to_json(usage_report(user_id=request.user.pk, date_from=start, date_to=end, group_by=g), g)
+              for g in ("day", "agent", "model")}
+    days = usage_days(report["day"], start, end)
+    return render(request, "opie/usage.html", {
+        "chart": _usage_chart(days), "start": start, "end": end, "by_agent": report["agent"],
+        "by_model": report["model"], "totals": usage_totals(report["day"])})
 
 
 # vault uploads
