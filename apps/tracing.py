@@ -179,7 +179,8 @@ def _context(traceparent: str) -> otel_context.Context | None:
     return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
 
 
-def _current_trace_id() -> str | None:
+def current_trace_id() -> str | None:
+    """The current span's trace id (32 hex digits), or None outside any trace."""
     current = trace.get_current_span().get_span_context()
     return format(current.trace_id, "032x") if current.is_valid else None
 
@@ -190,7 +191,7 @@ def in_trace(traceparent: str) -> Iterator[None]:
     that trace already (a task that came with the job's headers), else under the stored one."""
     ctx = _context(traceparent)
     token = None
-    if ctx is not None and _current_trace_id() != trace_id(traceparent):
+    if ctx is not None and current_trace_id() != trace_id(traceparent):
         token = otel_context.attach(ctx)
     try:
         yield

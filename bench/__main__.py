@@ -357,7 +357,7 @@ def comparison(r: dict[str, Any]) -> list[tuple[str, float, str]]:
 
 
 def report(r: dict[str, Any]) -> str:
-    from bench import agentos, knowledge, noisy, realpath, waiters, webhooks
+    from bench import agentos, knowledge, noisy, realpath, usage, waiters, webhooks
 
     m = r["machine"]
     lines = [f"Machine: {m['cpus']} cores, {m['ram_gb']} GiB, Python {m['python']}, Django {m['django']}, Celery "
@@ -411,6 +411,10 @@ def report(r: dict[str, Any]) -> str:
                   "the same run. Queue wait = started_at − created_at of the job row; A's jobs/s = its jobs that "
                   "succeeded in a window of A alone, then in one as long from when B-K submit.", "",
                   *noisy.table(n), "", "| scenario | measure | value |", "|---|---|---|", *noisy.report_rows(n)]
+    if "usage" in r:
+        lines += ["", "**12. Usage reports** (bench.usage): the daily rollup filled with 1,000,000 messages' rows "
+                  "(100 users × 1,000 days × 10 agent/model pairs); `GET /usage/` timed in process.", "",
+                  "| scenario | measure | value |", "|---|---|---|", *usage.report_rows(r["usage"])]
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {'yes' if met else 'no'} |" for name, value, met in targets(r)]
     return "\n".join(lines)
@@ -577,7 +581,7 @@ def write_outputs(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    from bench import agentos, noisy, realpath, waiters, webhooks
+    from bench import agentos, noisy, realpath, usage, waiters, webhooks
     from bench.knowledge import scenario_knowledge
 
     parser = argparse.ArgumentParser(description=__doc__)
@@ -612,6 +616,8 @@ def main() -> None:
         results["agentos"] = agentos.scenario_agentos(ctx, quick, say, count=results["realpath"]["compare"]["jobs"])
         results["webhooks"] = webhooks.scenario_webhooks(ctx, quick, say)
         results["noisy"] = noisy.scenario_noisy(ctx, quick, say)
+        say("12. usage reports over 1,000,000 messages' rollup (bench.usage)")
+        results["usage"] = usage.scenario_usage(ctx, quick, say)
     finally:
         stop_all()
     print(write_outputs(results))

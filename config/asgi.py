@@ -37,7 +37,8 @@ from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
 from django.db import close_old_connections, connections, reset_queries
 
-from apps.tracing import asgi_request, configure_tracing, name_request_span
+from apps.tracing import asgi_request, configure_tracing, current_trace_id, name_request_span
+from config.logging import log_context
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application() does first
@@ -91,7 +92,9 @@ class OpieASGIHandler(ASGIHandler):
             await asgi_request(scope, receive, send, self.handle)  # in its trace's server span (apps.tracing)
 
     async def get_response_async(self, request: Any) -> Any:
-        response = await super().get_response_async(request)
+        # the request's lines carry its trace id, as a job's lines do in the worker (none when tracing is off)
+        with log_context(trace_id=current_trace_id()):
+            response = await super().get_response_async(request)
         name_request_span(request)
         return response
 

@@ -185,7 +185,7 @@ def test_sweeper_resends_jobs_whose_message_was_lost(user, agent, settings, monk
     settings.AGENTOS_USER_MAX_RUNNING = 0  # first come, first served: every job is published when sent
     sent = []
     monkeypatch.setattr("apps.jobs.sweeper.job_dispatch",
-                        lambda *, job_id, kind: sent.append(job_id) or True)
+                        lambda *, job_id, kind, **_: sent.append(job_id) or True)
     lost = accept(user, agent, "lost in redis")
     Job.objects.filter(pk=lost.pk).update(created_at="2000-01-01T00:00Z", enqueued_at=None)
     waiting = accept(user, agent, "behind it", session=lost.session)

@@ -209,10 +209,12 @@ def job_succeed_message(*, job: Job, content: str, tool_calls: list[dict[str, An
             logger.info("job %s: attempt lost its lease; reply dropped", job.public_id)
         return None
     insert_new(reply)
-    usage_record(job=job, metrics=metrics, tool_calls=tool_calls)  # the run's figures, in the reply's transaction
     ChatSession.objects.filter(pk=job.session_id).update(updated_at=now)
     session_changed(session_id=job.session.public_id)
     job_ended_effects(job_id=job.pk, job=_ending(job, **done))
+    # the run's figures, in the reply's transaction, and last: concurrent replies of one user and
+    # model share a rollup row, locked from this statement to the commit (apps.usage)
+    usage_record(job=job, metrics=metrics, tool_calls=tool_calls)
     return reply
 
 

@@ -197,11 +197,12 @@ def message_record(*, user: AbstractBaseUser, agent: Agent, session: ChatSession
         job.result = {"message_id": answer.public_id, "content": reply, "tool_calls": tool_calls or [],
                       "metrics": metrics or {}}
         job.save(update_fields=["result"])
-        usage_record(job=job, metrics=metrics or {}, tool_calls=tool_calls or [])
     ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
     ChatSession.objects.filter(pk=session.pk, title="").update(title=message.strip()[:80])
     session_changed(session_id=session.public_id)
     job_ended_effects(job_id=job.pk)
+    if succeeded:  # last: the user's rollup row stays locked only for the commit (apps.usage)
+        usage_record(job=job, metrics=metrics or {}, tool_calls=tool_calls or [])
     return job
 
 
@@ -281,11 +282,13 @@ def message_record_end(*, user: AbstractBaseUser, agent: Agent, session: ChatSes
                                             tool_calls=tool_calls or [], metrics=metrics or {}, job=job)
         ended["result"] = {"message_id": answer.public_id, "content": reply, "tool_calls": tool_calls or [],
                            "metrics": metrics or {}}
-        usage_record(job=job, metrics=metrics or {}, tool_calls=tool_calls or [])
     Job.objects.filter(pk=job.pk).update(**ended)
     ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
     session_changed(session_id=session.public_id)
-    return job_ended_effects(job_id=job.pk)
+    ended_job = job_ended_effects(job_id=job.pk)
+    if succeeded:  # last: the user's rollup row stays locked only for the commit (apps.usage)
+        usage_record(job=job, metrics=metrics or {}, tool_calls=tool_calls or [])
+    return ended_job
 
 
 @transaction.atomic
