@@ -69,6 +69,23 @@ def other_api(token: str, other_user: Any) -> Any:
 
 
 @pytest.fixture
+def alice(client: Any, user: Any) -> Any:
+    """Django's test client logged in to the web pages as alice (session auth)."""
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def mallory(other_user: Any) -> Any:
+    """Another browser, logged in as mallory."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(other_user)
+    return client
+
+
+@pytest.fixture
 def agent(user: Any) -> Any:
     return make_agent(user)
 

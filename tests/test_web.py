@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
 from django.test import Client
 
 from apps.accounts.models import ApiToken
@@ -16,19 +15,6 @@ from tests.factories import make_agent, make_user
 # A script, stylesheet or image fetched from another host (a CDN): src/href to an absolute or
 # protocol-relative URL. Random page content (a CSRF token) can spell "cdn", so match the markup.
 EXTERNAL_ASSET = re.compile(rb'<(?:script|link|img)\b[^>]*\b(?:src|href)="(?:https?:)?//', re.IGNORECASE)
-
-
-@pytest.fixture
-def alice(client, user):
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def mallory(other_user):
-    client = Client()
-    client.force_login(other_user)
-    return client
 
 
 def test_pages_need_a_login(client, agent):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from django.test import Client
 
 from apps.agents.admin import AgentForm
@@ -15,19 +14,6 @@ from apps.jobs.models import ActionDecision, Job, JobAction
 from apps.jobs.services import message_send
 from tests.factories import make_agent, make_user
 from workers.execution import execute_message_job
-
-
-@pytest.fixture
-def alice(client, user):
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def mallory(other_user):
-    client = Client()
-    client.force_login(other_user)
-    return client
 
 
 def paused_job(user: Any, agent: Any, message: str = "/tool calculator 2+2") -> Job:
