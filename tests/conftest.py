@@ -172,7 +172,7 @@ class AsgiLiveServer:
     the settings a test changes. Replaces pytest-django's WSGI live server; the
     Procfile's own command line is tested in tests/test_serving.py."""
 
-    def __init__(self) -> None:
+    def __init__(self, lifespan: str = "on") -> None:
         import uvicorn
         from django.test.utils import modify_settings
 
@@ -181,7 +181,7 @@ class AsgiLiveServer:
         self._socket = socket.socket()
         self._socket.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
-        self._server = uvicorn.Server(uvicorn.Config(application, loop="uvloop", http="httptools", lifespan="on",
+        self._server = uvicorn.Server(uvicorn.Config(application, loop="uvloop", http="httptools", lifespan=lifespan,
                                                      log_level="warning", access_log=False))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True)
         self._thread.start()

@@ -119,7 +119,9 @@ def traced_http(exporter: InMemorySpanExporter, token: str) -> Iterator[httpx.Cl
     shared = config.asgi.application
     config.asgi.application = config.asgi.OpieASGIHandler()
     try:
-        server = AsgiLiveServer()
+        # no lifespan: its shutdown would tell the metrics this process stopped serving
+        # (apps.metrics.process_exit), while the session's own live server still serves
+        server = AsgiLiveServer(lifespan="off")
     finally:
         config.asgi.application = shared
     try:
