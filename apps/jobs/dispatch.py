@@ -73,9 +73,14 @@ def job_dispatch(*, job_id: int, kind: str, marked: bool = False, trace_context:
     return True
 
 
+def fair_sharing() -> bool:
+    """Whether message jobs go through their users' admission windows (AGENTOS_USER_MAX_RUNNING > 0)."""
+    return settings.AGENTOS_USER_MAX_RUNNING > 0
+
+
 def admitted_on_send(kind: str) -> bool:
     """Whether a new job of `kind` waits for its user's admission window (else it is published at once)."""
-    return kind == Job.Kind.MESSAGE and settings.AGENTOS_USER_MAX_RUNNING > 0
+    return kind == Job.Kind.MESSAGE and fair_sharing()
 
 
 def job_dispatch_on_commit(*, job: Job) -> None:
@@ -132,7 +137,7 @@ def jobs_admit(*, owner_id: int) -> int:
 
 def jobs_admit_on_commit(*, owner_id: int) -> None:
     """Once the caller's transaction commits (a job written, ended, paused or cancelled): admit."""
-    if settings.AGENTOS_USER_MAX_RUNNING > 0:
+    if fair_sharing():
         transaction.on_commit(lambda: _admit_logged(owner_id), robust=True)
 
 

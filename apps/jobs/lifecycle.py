@@ -27,7 +27,7 @@ from apps.chat.services import session_changed
 from apps.common import columns, fetch_instances, insert_new
 from apps.events.services import job_status_changed
 from apps.jobs.actions import job_actions_close, pause_record
-from apps.jobs.dispatch import job_dispatch, jobs_admit_on_commit
+from apps.jobs.dispatch import fair_sharing, job_dispatch, jobs_admit_on_commit
 from apps.jobs.models import Job
 from apps.tracing import traced
 from apps.usage.services import usage_record
@@ -279,7 +279,7 @@ def job_dispatch_next_in_session_on_commit(*, job: Job) -> None:
     session's next message is published then, apps.jobs.dispatch)."""
     if job.kind != Job.Kind.MESSAGE:
         return
-    if settings.AGENTOS_USER_MAX_RUNNING > 0:
+    if fair_sharing():
         jobs_admit_on_commit(owner_id=job.owner_id)
         return
     if job.session_id is None:

@@ -176,30 +176,18 @@ def message_record(*, user: AbstractBaseUser, agent: Agent, session: ChatSession
     message job with its two messages, so the Django session stays the one
     transcript every interface reads. Idempotent on the run id: agno saves a run
     more than once. `reply=None` records a failed run (no assistant message)."""
-    job_public_id = f"job-{run_id}"[:40]
-    existing = Job.objects.filter(public_id=job_public_id).first()
+    existing = Job.objects.filter(public_id=_agentos_job_id(run_id)).first()
     if existing is not None:
         return existing
     now = timezone.now()
-    message_id = public_id("msg")
     succeeded = reply is not None
-    job = Job.objects.create(
-        public_id=job_public_id, owner=user, kind=Job.Kind.MESSAGE, agent=agent, session=session,
-        status=Job.Status.SUCCEEDED if succeeded else Job.Status.FAILED, attempts=1, worker="agentos",
-        input={"message_id": message_id, "source": "agentos", "agno_run_id": run_id},
-        error_code="" if succeeded else "model_error", error_message=error[:4000],
-        enqueued_at=now, started_at=now, finished_at=now)
-    ChatMessage.objects.create(public_id=message_id, session=session, role=ChatMessage.Role.USER,
-                               content=message, job=job)
-    if succeeded:
-        answer = ChatMessage.objects.create(session=session, role=ChatMessage.Role.ASSISTANT, content=reply,
-                                            tool_calls=tool_calls or [], metrics=metrics or {}, job=job)
-        job.result = {"message_id": answer.public_id, "content": reply, "tool_calls": tool_calls or [],
-                      "metrics": metrics or {}}
+    job = _agentos_job(user=user, agent=agent, session=session, run_id=run_id, message=message, now=now,
+                       status=Job.Status.SUCCEEDED if succeeded else Job.Status.FAILED,
+                       error_code="" if succeeded else "model_error", error_message=error[:4000], finished_at=now)
+    if reply is not None:
+        job.result = _agentos_reply(job=job, reply=reply, tool_calls=tool_calls, metrics=metrics)
         job.save(update_fields=["result"])
-    ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
-    ChatSession.objects.filter(pk=session.pk, title="").update(title=message.strip()[:80])
-    session_changed(session_id=session.public_id)
+    _session_touched(session=session, now=now, message=message)
     job_ended_effects(job_id=job.pk)
     if succeeded:  # last: the user's rollup row stays locked only for the commit (apps.usage)
         usage_record(job=job, metrics=metrics or {}, tool_calls=tool_calls or [])
@@ -208,6 +196,36 @@ def message_record(*, user: AbstractBaseUser, agent: Agent, session: ChatSession
 
 def _agentos_job_id(run_id: str) -> str:
     return f"job-{run_id}"[:40]
+
+
+def _agentos_job(*, user: AbstractBaseUser, agent: Agent, session: ChatSession, run_id: str, message: str,
+                 now: Any, **fields: Any) -> Job:
+    """The message job of a run of agno's AgentOS server (its id from the run's), with its user message."""
+    message_id = public_id("msg")
+    job = Job.objects.create(
+        public_id=_agentos_job_id(run_id), owner=user, kind=Job.Kind.MESSAGE, agent=agent, session=session,
+        attempts=1, worker="agentos", input={"message_id": message_id, "source": "agentos", "agno_run_id": run_id},
+        enqueued_at=now, started_at=now, **fields)
+    ChatMessage.objects.create(public_id=message_id, session=session, role=ChatMessage.Role.USER,
+                               content=message, job=job)
+    return job
+
+
+def _agentos_reply(*, job: Job, reply: str, tool_calls: list[dict[str, Any]] | None,
+                   metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """The AgentOS run's reply as its assistant message; returns the job's `result`."""
+    answer = ChatMessage.objects.create(session=job.session, role=ChatMessage.Role.ASSISTANT, content=reply,
+                                        tool_calls=tool_calls or [], metrics=metrics or {}, job=job)
+    return {"message_id": answer.public_id, "content": reply, "tool_calls": tool_calls or [],
+            "metrics": metrics or {}}
+
+
+def _session_touched(*, session: ChatSession, now: Any, message: str) -> None:
+    """The session of a recorded run moves up, takes the run's message as its title if it has
+    none, and its cached summary goes (after commit)."""
+    ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
+    ChatSession.objects.filter(pk=session.pk, title="").update(title=message.strip()[:80])
+    session_changed(session_id=session.public_id)
 
 
 @transaction.atomic
@@ -230,17 +248,9 @@ def message_record_paused(*, user: AbstractBaseUser, agent: Agent, session: Chat
     now = timezone.now()
     job = Job.objects.select_for_update().filter(public_id=_agentos_job_id(run_id)).first()
     if job is None:
-        message_id = public_id("msg")
-        job = Job.objects.create(
-            public_id=_agentos_job_id(run_id), owner=user, kind=Job.Kind.MESSAGE, agent=agent, session=session,
-            status=Job.Status.REQUIRES_ACTION, attempts=1, worker="agentos",
-            input={"message_id": message_id, "source": "agentos", "agno_run_id": run_id},
-            enqueued_at=now, started_at=now)
-        ChatMessage.objects.create(public_id=message_id, session=session, role=ChatMessage.Role.USER,
-                                   content=message, job=job)
-        ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
-        ChatSession.objects.filter(pk=session.pk, title="").update(title=message.strip()[:80])
-        session_changed(session_id=session.public_id)
+        job = _agentos_job(user=user, agent=agent, session=session, run_id=run_id, message=message, now=now,
+                           status=Job.Status.REQUIRES_ACTION)
+        _session_touched(session=session, now=now, message=message)
     elif job.status != Job.Status.REQUIRES_ACTION:
         return job
     else:
@@ -277,14 +287,10 @@ def message_record_end(*, user: AbstractBaseUser, agent: Agent, session: ChatSes
     succeeded = reply is not None
     ended: dict[str, Any] = dict(status=Job.Status.SUCCEEDED if succeeded else Job.Status.FAILED, finished_at=now,
                                  error_code="" if succeeded else "model_error", error_message=error[:4000])
-    if succeeded:
-        answer = ChatMessage.objects.create(session=session, role=ChatMessage.Role.ASSISTANT, content=reply,
-                                            tool_calls=tool_calls or [], metrics=metrics or {}, job=job)
-        ended["result"] = {"message_id": answer.public_id, "content": reply, "tool_calls": tool_calls or [],
-                           "metrics": metrics or {}}
+    if reply is not None:
+        ended["result"] = _agentos_reply(job=job, reply=reply, tool_calls=tool_calls, metrics=metrics)
     Job.objects.filter(pk=job.pk).update(**ended)
-    ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
-    session_changed(session_id=session.public_id)
+    _session_touched(session=session, now=now, message=message)  # titled already, at its pause
     ended_job = job_ended_effects(job_id=job.pk)
     if succeeded:  # last: the user's rollup row stays locked only for the commit (apps.usage)
         usage_record(job=job, metrics=metrics or {}, tool_calls=tool_calls or [])
@@ -331,8 +337,7 @@ def job_retry(*, job: Job) -> Job:
     else:
         if not getattr(failed.owner, "is_staff", False):
             raise DomainError("staff_only", "Only staff may run an agent sync.", status=403)
-        retry = job_create(owner=failed.owner, kind=failed.kind, input=dict(failed.input or {}),
-                           callback_url=failed.callback_url, deadline=job_deadline(None), **_retrying(failed))
+        retry = job_create(kind=failed.kind, input=dict(failed.input or {}), **_retrying(failed))
     return retry
 
 
@@ -354,9 +359,8 @@ def _message_retry(failed: Job) -> Job:
     ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
     session_changed(session_id=session.public_id)
     message_id = public_id("msg")
-    retry = job_create(owner=failed.owner, kind=Job.Kind.MESSAGE, agent=agent, session=session,
-                       callback_url=failed.callback_url, deadline=job_deadline(None),
-                       input={"message_id": message_id}, **_retrying(failed))
+    retry = job_create(kind=Job.Kind.MESSAGE, agent=agent, session=session, input={"message_id": message_id},
+                       **_retrying(failed))
     insert_new(ChatMessage(public_id=message_id, session=session, role=ChatMessage.Role.USER,
                            content=question.content, job=retry))
     return retry
@@ -367,8 +371,7 @@ def _ingest_retry(failed: Job) -> Job:
     document = Document.objects.defer("data").filter(public_id=(failed.input or {}).get("document_id")).first()
     if document is None:
         raise DomainError("document_deleted", "The job's document was deleted.", status=409)
-    retry = job_create(owner=failed.owner, kind=Job.Kind.INGEST, input=dict(failed.input or {}),
-                       callback_url=failed.callback_url, deadline=job_deadline(None), **_retrying(failed))
+    retry = job_create(kind=Job.Kind.INGEST, input=dict(failed.input or {}), **_retrying(failed))
     Document.objects.filter(pk=document.pk).update(job=retry)
     # queued again: not `failed` any more (the ingest marks it processing, then ready or failed)
     Document.objects.filter(pk=document.pk, status=Document.Status.FAILED).update(
@@ -377,5 +380,7 @@ def _ingest_retry(failed: Job) -> Job:
 
 
 def _retrying(failed: Job) -> dict[str, Any]:
-    """What a retry takes from the job it retries besides its input: its link and its priority."""
-    return {"retry_of": failed, "priority": failed.priority}
+    """What every retry takes from the job it retries, whatever its kind: its owner, callback
+    URL (its own webhook) and priority, its link, and a fresh deadline."""
+    return {"owner": failed.owner, "callback_url": failed.callback_url, "priority": failed.priority,
+            "retry_of": failed, "deadline": job_deadline(None)}

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from apps import metrics
 from apps.jobs.actions import paused_jobs_due
-from apps.jobs.dispatch import job_dispatch, jobs_admit, owners_waiting
+from apps.jobs.dispatch import fair_sharing, job_dispatch, jobs_admit, owners_waiting
 from apps.jobs.lifecycle import earlier_unfinished_in_session, job_ended_effects
 from apps.jobs.models import IdempotencyRecord, Job
 
@@ -33,7 +33,7 @@ def jobs_sweep(*, now: Any = None) -> dict[str, int]:
     # queued and never published, or published long ago: the message was lost
     lost = Job.objects.filter(status=Job.Status.QUEUED).filter(
         Q(enqueued_at__isnull=True, created_at__lt=stale) | Q(enqueued_at__lt=stale))
-    if settings.AGENTOS_USER_MAX_RUNNING > 0:
+    if fair_sharing():
         # a message job never published is waiting for its user's admission window:
         # admit (an admission lost with a process that died after its commit), never bypass it
         lost = lost.exclude(kind=Job.Kind.MESSAGE, enqueued_at__isnull=True)
@@ -56,27 +56,26 @@ def jobs_sweep(*, now: Any = None) -> dict[str, int]:
 def _expire_overdue(*, now: Any) -> int:
     overdue = list(Job.objects.filter(deadline_at__lt=now).exclude(status__in=Job.TERMINAL)
                    .values_list("pk", flat=True)[:BATCH])
-    count = 0
-    for job_id in overdue:
-        with transaction.atomic():
-            # a running attempt's final write is fenced on status=running, so it writes nothing now
-            if Job.objects.filter(pk=job_id).exclude(status__in=Job.TERMINAL).update(
-                    status=Job.Status.EXPIRED, error_code="deadline_exceeded", finished_at=now,
-                    error_message="The job did not finish before its deadline.", cancel_requested_at=now,
-                    lease_expires_at=None):
-                job_ended_effects(job_id=job_id)
-                count += 1
-    return count
+    # a running attempt's final write is fenced on status=running, so it writes nothing now
+    return _end_each(overdue, ~Q(status__in=Job.TERMINAL), status=Job.Status.EXPIRED, error_code="deadline_exceeded",
+                     finished_at=now, error_message="The job did not finish before its deadline.",
+                     cancel_requested_at=now, lease_expires_at=None)
 
 
 def _expire_paused(*, now: Any) -> int:
+    # a decision that got in first (it locks the row) has queued the job: then this matches nothing
+    return _end_each(paused_jobs_due(now=now, limit=BATCH), Q(status=Job.Status.REQUIRES_ACTION),
+                     status=Job.Status.EXPIRED, error_code="action_expired", finished_at=now,
+                     error_message="No decision came before the pending action expired.")
+
+
+def _end_each(job_ids: list[int], still: Q, **ending: Any) -> int:
+    """End each job that still matches `still` with `ending`, one transaction each, with the
+    effects of every ending; returns how many ended."""
     count = 0
-    for job_id in paused_jobs_due(now=now, limit=BATCH):
+    for job_id in job_ids:
         with transaction.atomic():
-            # a decision that got in first (it locks the row) has queued the job: then this matches nothing
-            if Job.objects.filter(pk=job_id, status=Job.Status.REQUIRES_ACTION).update(
-                    status=Job.Status.EXPIRED, error_code="action_expired", finished_at=now,
-                    error_message="No decision came before the pending action expired."):
+            if Job.objects.filter(still, pk=job_id).update(**ending):
                 job_ended_effects(job_id=job_id)
                 count += 1
     return count
