@@ -140,18 +140,18 @@ def _answer(job: Job) -> str:
     pause = resumable_pause(job=job)
     if pause is not None:  # decided: continue the stored run where it stopped
         paused, sources = paused_run(pause)
-        runner = pool.checkout(parts, user=job.owner, session_id=job.session.public_id,
-                               tool_hooks=[_tool_events(job, GatedCalls(pause))], context=_sources_context(sources))
-        release_connection_if_busy(pool.stats.in_flight)
+    else:
+        paused, history = None, _history(job)
+        sources = _sources(parts.knowledge_ids, history)
+    runner = pool.checkout(parts, user=job.owner, session_id=job.session.public_id,
+                           tool_hooks=[_tool_events(job, GatedCalls(pause))],
+                           context=_sources_context(sources))
+    release_connection_if_busy(pool.stats.in_flight)  # the task adapter counts this job in flight
+    if paused is not None:
         output = continue_streamed(runner, paused, relay=relay, **ids)
     else:
-        history = _history(job)
-        sources = _sources(parts.knowledge_ids, history)
-        runner = pool.checkout(parts, user=job.owner, session_id=job.session.public_id,
-                               tool_hooks=[_tool_events(job)], context=_sources_context(sources))
-        release_connection_if_busy(pool.stats.in_flight)  # the task adapter counts this job in flight
         output = run_streamed(runner, history, relay=relay, run_id=job.public_id, **ids)
-    metrics.model_calls(output, before=paused if pause is not None else None)
+    metrics.model_calls(output, before=paused)
     if output.status == RunStatus.paused:  # a tool waits for a person: store the run, let the job go
         state, actions = pause_state(output, sources), pause_actions(output)
         return until_written(lambda: job_pause(job=job, run_state=state, actions=actions))
