@@ -245,9 +245,11 @@ def _wait_for_a_lock_wait(timeout: float = 10) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_identical_uploads_at_the_same_moment_make_one_document(user):
+def test_two_identical_uploads_at_the_same_moment_make_one_document(user, knowledge_worker):
     """Both uploads see no copy; the first holds its insert open until the second is
-    blocked on the unique index, so the second one's insert fails for certain."""
+    blocked on the unique index, so the second one's insert fails for certain. The
+    module's knowledge worker ingests the one document; the test waits for it, so no
+    ingest is still writing when the test's tables are flushed (that deadlocked once)."""
     kb = kb_create(user=user, name="Race")
     inserted, release = threading.Event(), threading.Event()
     results: dict[str, Any] = {}
@@ -284,6 +286,10 @@ def test_two_identical_uploads_at_the_same_moment_make_one_document(user):
     (document, created), (again, created_again) = results["first"], results["second"]
     assert created and not created_again and again.pk == document.pk
     assert Document.objects.count() == 1 and Job.objects.filter(kind="ingest").count() == 1
+    deadline = time.monotonic() + 90
+    while Job.objects.filter(kind="ingest").exclude(status__in=Job.TERMINAL).exists():
+        assert time.monotonic() < deadline, "the document was never ingested"
+        time.sleep(0.1)
 
 
 def test_the_owner_lists_documents_and_deleting_the_knowledge_base_drops_its_chunks(http, knowledge_worker):
