@@ -1,13 +1,16 @@
 """Small helpers shared by every app."""
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import secrets
+from datetime import datetime
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Model
+from django.db.models import Model, Q, QuerySet
 
 
 def public_id(prefix: str) -> str:
@@ -126,3 +129,28 @@ def insert_new(instance: M) -> M:
     instance._state.adding = False
     instance._state.db = connection.alias
     return instance
+
+
+def _encode_cursor(created_at: datetime, pk: int) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{pk}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        stamp, pk = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(stamp), int(pk)
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        raise DomainError("invalid_cursor", "cursor is not one this API returned.") from exc
+
+
+def page_newest_first(rows: QuerySet[Any], cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
+    """A page of `rows` and the cursor of the next one (None: the last): newest first,
+    keyed on (created_at, id) so pages never skip or repeat."""
+    rows = rows.order_by("-created_at", "-id")
+    if cursor:
+        stamp, pk = _decode_cursor(cursor)
+        rows = rows.filter(Q(created_at__lt=stamp) | Q(created_at=stamp, id__lt=pk))
+    page = list(rows[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    return page, (_encode_cursor(page[-1].created_at, page[-1].pk) if more and page else None)

@@ -27,8 +27,10 @@ SWEEP_JOBS = TaskRoute("workers.tasks.sweep_jobs_task", "sync")
 RUN_INGEST = TaskRoute("workers.tasks.run_ingest_task", "knowledge")
 DELIVER_WEBHOOK = TaskRoute("workers.webhook_tasks.deliver_webhook_task", "webhooks")
 DISPATCH_DUE_WEBHOOKS = TaskRoute("workers.webhook_tasks.dispatch_due_webhooks_task", "webhooks")
+FIRE_SCHEDULES = TaskRoute("workers.tasks.fire_schedules_task", "sync")
 
-TASKS = (RUN_MESSAGE, RUN_SYNC, PERIODIC_SYNC, SWEEP_JOBS, RUN_INGEST, DELIVER_WEBHOOK, DISPATCH_DUE_WEBHOOKS)
+TASKS = (RUN_MESSAGE, RUN_SYNC, PERIODIC_SYNC, SWEEP_JOBS, RUN_INGEST, DELIVER_WEBHOOK, DISPATCH_DUE_WEBHOOKS,
+         FIRE_SCHEDULES)
 
 
 def celery_task_routes() -> dict[str, dict[str, str]]:

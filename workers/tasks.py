@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from apps import task_routes
 from apps.jobs.sweeper import jobs_sweep
+from apps.schedules.services import schedules_fire_due
 from celery_app import app
 from workers.execution import execute_message_job, release_connection_if_busy
 from workers.knowledge import execute_ingest_job
@@ -28,6 +29,13 @@ def run_message_task(job_id: int) -> str:
 def sweep_jobs_task() -> dict[str, int]:
     """Re-send jobs whose broker message or worker was lost (beat, every 30 s)."""
     return jobs_sweep()
+
+
+@app.task(name=task_routes.FIRE_SCHEDULES.name, ignore_result=True)
+def fire_schedules_task() -> dict[str, int]:
+    """Fire the users' schedules that are due (beat, every AGENTOS_SCHEDULE_TICK s). Not acked
+    late: a tick lost with its worker is the next tick's work, as nothing of it committed."""
+    return schedules_fire_due()
 
 
 @app.task(name=task_routes.RUN_SYNC.name, acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -41,6 +41,7 @@ from apps.events.waiting import job_wait
 from apps.jobs.models import Job
 from apps.knowledge.api import router as knowledge_router
 from apps.opie.agentos.service import AgentOSService
+from apps.schedules.api import router as schedules_router
 from apps.usage.api import router as usage_router
 from apps.webhooks.api import router as webhooks_router
 
@@ -198,3 +199,4 @@ api.add_router("", events_router)
 api.add_router("", webhooks_router)
 api.add_router("", knowledge_router)
 api.add_router("", usage_router)
+api.add_router("", schedules_router)

@@ -35,7 +35,7 @@ MULTITASK = ("enqueue", "reject", "interrupt")
 PRIORITIES = {label: value for value, label in Job.Priority.choices}
 
 
-def _validate_message(message: object) -> str:
+def message_validate(message: object) -> str:
     if not isinstance(message, str) or not message.strip():
         raise DomainError("invalid_input", "message must be a non-empty string.")
     limit = settings.AGENTOS_MAX_MESSAGE_CHARS
@@ -99,7 +99,7 @@ def message_send(*, user: AbstractBaseUser, agent: Agent, message: str, session:
     `multitask` says what to do when the session is busy with an earlier message:
     `enqueue` it behind that one, `reject` it (409 session_busy), or `interrupt`
     (cancel the earlier ones, then run this)."""
-    _validate_message(message)
+    message_validate(message)
     if multitask not in MULTITASK:
         raise DomainError("invalid_multitask", f"multitask must be one of {', '.join(MULTITASK)}.")
     if priority not in PRIORITIES:

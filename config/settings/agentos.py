@@ -32,6 +32,16 @@ AGENTOS_USER_MAX_RUNNING = env_int("AGENTOS_USER_MAX_RUNNING", 20)
 # either, job-creating calls answer 429 `queue_full` with Retry-After and write nothing. 0: no cap.
 AGENTOS_USER_MAX_QUEUED = env_int("AGENTOS_USER_MAX_QUEUED", 10_000)
 AGENTOS_MAX_QUEUED = env_int("AGENTOS_MAX_QUEUED", 100_000)
+# User schedules (apps.schedules): beat sends the firing task every AGENTOS_SCHEDULE_TICK
+# seconds, and each schedule's due times become ordinary message jobs. A schedule fires no
+# more often than AGENTOS_SCHEDULE_MIN_INTERVAL (an interval, or a cron's closest two times);
+# a user may keep AGENTOS_USER_MAX_SCHEDULES (0: no cap). A due time older than
+# AGENTOS_SCHEDULE_MISFIRE_GRACE when it is found was missed (beat or the workers were down):
+# the schedule's `misfire` policy decides whether it still runs, once for the latest.
+AGENTOS_SCHEDULE_TICK = env_int("AGENTOS_SCHEDULE_TICK", 5)
+AGENTOS_SCHEDULE_MIN_INTERVAL = env_int("AGENTOS_SCHEDULE_MIN_INTERVAL", 60)
+AGENTOS_USER_MAX_SCHEDULES = env_int("AGENTOS_USER_MAX_SCHEDULES", 50)
+AGENTOS_SCHEDULE_MISFIRE_GRACE = env_int("AGENTOS_SCHEDULE_MISFIRE_GRACE", 60)
 # A running job's lease; its worker renews it every few seconds. A worker that
 # dies stops renewing, and the sweeper hands the job to another after this long.
 AGENTOS_LEASE_SECONDS = env_int("AGENTOS_LEASE_SECONDS", 30)

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "apps.webhooks",
     "apps.knowledge",
     "apps.usage",
+    "apps.schedules",
     "apps.opie",
 ]
 

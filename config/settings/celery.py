@@ -82,4 +82,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("AGENTOS_WEBHOOK_DISPATCH_INTERVAL", 5)),
         "options": {"queue": task_routes.DISPATCH_DUE_WEBHOOKS.queue, "expires": 5},
     },
+    # user schedules (apps.schedules): due times become message jobs; a tick that finds
+    # nothing due is one indexed query
+    "opie-fire-schedules": {
+        "task": task_routes.FIRE_SCHEDULES.name,
+        "schedule": float(env_int("AGENTOS_SCHEDULE_TICK", 5)),
+        "options": {"queue": task_routes.FIRE_SCHEDULES.queue, "expires": max(1, env_int("AGENTOS_SCHEDULE_TICK", 5))},
+    },
 }

@@ -3,15 +3,11 @@ the web UI and the management commands use. Every method is RBAC-scoped to
 `user`; another user's objects raise NotFound."""
 from __future__ import annotations
 
-import base64
-import binascii
-from datetime import datetime
 from typing import Any
 
 import agno
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet
 
 from apps import task_routes
 from apps.agents.broadcast import pool_stats
@@ -27,7 +23,7 @@ from apps.agents.services import agent_create, agent_delete, agent_update
 from apps.chat.presenters import session_detail_to_dict, session_to_dict
 from apps.chat.selectors import session_get_owned, session_list, session_messages, session_summary_get_owned
 from apps.chat.services import session_create
-from apps.common import DomainError, NotFound
+from apps.common import DomainError, NotFound, page_newest_first
 from apps.jobs.actions import job_actions_decide
 from apps.jobs.dispatch import queue_depth
 from apps.jobs.presenters import job_accepted_to_dict, job_to_dict
@@ -37,30 +33,6 @@ from apps.knowledge.services import vault_agent_ensure
 
 OPIE_VERSION = "0.1.0"
 QUEUES = list(task_routes.QUEUES)
-
-
-def _encode_cursor(created_at: datetime, pk: int) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{pk}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        stamp, pk = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(stamp), int(pk)
-    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
-        raise DomainError("invalid_cursor", "cursor is not one this API returned.") from exc
-
-
-def _page(rows: QuerySet[Any], cursor: str | None, limit: int) -> tuple[list[Any], str | None]:
-    """Newest first, keyed on (created_at, id) so pages never skip or repeat."""
-    rows = rows.order_by("-created_at", "-id")
-    if cursor:
-        stamp, pk = _decode_cursor(cursor)
-        rows = rows.filter(Q(created_at__lt=stamp) | Q(created_at=stamp, id__lt=pk))
-    page = list(rows[: limit + 1])
-    more = len(page) > limit
-    page = page[:limit]
-    return page, (_encode_cursor(page[-1].created_at, page[-1].pk) if more and page else None)
 
 
 class AgentOSService:
@@ -110,7 +82,7 @@ class AgentOSService:
 
     def list_sessions(self, *, agent_id: str | None = None, cursor: str | None = None,
                       limit: int = 20) -> dict[str, Any]:
-        page, after = _page(session_list(user=self.user, agent_id=agent_id), cursor, limit)
+        page, after = page_newest_first(session_list(user=self.user, agent_id=agent_id), cursor, limit)
         return {"sessions": [session_to_dict(s) for s in page], "next": after}
 
     def get_session(self, session_id: str) -> dict[str, Any]:
@@ -133,7 +105,7 @@ class AgentOSService:
     def list_jobs(self, *, status: str | None = None, kind: str | None = None, agent_id: str | None = None,
                   session_id: str | None = None, cursor: str | None = None, limit: int = 20) -> dict[str, Any]:
         jobs = job_list(user=self.user, status=status, kind=kind, agent_id=agent_id, session_id=session_id)
-        page, after = _page(jobs, cursor, limit)
+        page, after = page_newest_first(jobs, cursor, limit)
         return {"jobs": [job_to_dict(j) for j in page], "next": after}
 
     def start_sync(self, *, agent_id: str | None = None, user_id: int | None = None, dry_run: bool = False,
