@@ -41,7 +41,8 @@ def schedule_to_dict(schedule: Schedule) -> dict[str, Any]:
 
 
 def run_to_dict(run: ScheduleRun, *, tz: str = "UTC") -> dict[str, Any]:
-    """One firing. `status`: its job's status, or `skipped` / `failed` when it made no job."""
+    """One firing. `status`: its job's status, `skipped` / `failed` when it made no job, or
+    `deleted` when its job was deleted (with its agent)."""
     job = run.job
     error = None
     if job is None and run.error_code:
@@ -51,7 +52,8 @@ def run_to_dict(run: ScheduleRun, *, tz: str = "UTC") -> dict[str, Any]:
     return {
         "id": run.public_id, "due_at": _local(run.due_at, tz), "fired_at": _local(run.created_at, tz),
         "trigger": run.trigger, "misfire": run.misfire or None, "missed": run.missed,
-        "status": job.status if job is not None else run.status,
+        # a run whose job went with its deleted agent keeps its place in the history
+        "status": job.status if job is not None else "deleted" if run.status == run.Status.JOB else run.status,
         "job_id": job.public_id if job is not None else None,
         "session_id": job.session.public_id if job is not None and job.session is not None else None,
         "error": error,

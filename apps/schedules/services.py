@@ -293,7 +293,8 @@ def schedules_fire_due(*, now: datetime | None = None) -> dict[str, int]:
 def schedule_run_now(*, schedule: Schedule) -> Job:
     """Fire the schedule once now, whatever its timing and even while paused (its agent must
     be usable: 409 `schedule_unusable` with the reason); its next due time does not move."""
-    locked = Schedule.objects.select_for_update().select_related("owner", "agent", "session").get(pk=schedule.pk)
+    locked = (Schedule.objects.select_for_update(of=("self",)).select_related("owner", "agent", "session")
+              .get(pk=schedule.pk))
     reason = _unusable(locked)
     if reason:
         raise DomainError("schedule_unusable", f"The schedule cannot run: {Schedule.Paused(reason).label}.",
