@@ -10,14 +10,14 @@ from apps.schedules.models import Schedule, ScheduleRun
 
 def schedule_get_owned(*, user: AbstractBaseUser, schedule_id: str) -> Schedule:
     schedule = Schedule.objects.select_related("owner", "agent", "session").filter(
-        owner=user, public_id=schedule_id).first()
+        owner_id=user.pk, public_id=schedule_id).first()
     if schedule is None:
         raise NotFound("schedule")
     return schedule
 
 
 def schedule_list(*, user: AbstractBaseUser, agent_id: str | None = None) -> QuerySet[Schedule]:
-    schedules = Schedule.objects.filter(owner=user)
+    schedules = Schedule.objects.filter(owner_id=user.pk)
     if agent_id:
         schedules = schedules.filter(agent_public_id=agent_id)
     return schedules

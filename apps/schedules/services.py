@@ -122,7 +122,7 @@ def schedule_create(*, owner: AbstractBaseUser, **fields: Any) -> Schedule:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [SCHEDULES_LOCK, owner.pk])
     cap = settings.AGENTOS_USER_MAX_SCHEDULES
-    if cap > 0 and Schedule.objects.filter(owner=owner).count() >= cap:
+    if cap > 0 and Schedule.objects.filter(owner_id=owner.pk).count() >= cap:
         raise DomainError("schedule_limit_reached", f"A user may keep at most {cap} schedules.", status=409)
     schedule.paused_reason = "" if schedule.enabled else Schedule.Paused.USER
     _reschedule(schedule, now=schedule.created_at)
@@ -257,7 +257,7 @@ def schedule_fire(*, schedule: Schedule, now: datetime) -> str:
     schedule.save(update_fields=fields)
     if run is None:
         return "duplicate"
-    return {ScheduleRun.Status.JOB: "fired"}.get(run.status, run.status)
+    return "fired" if run.status == ScheduleRun.Status.JOB else str(run.status)
 
 
 def _pause_unusable_agents() -> int:
