@@ -85,6 +85,9 @@ OPEN_STREAMS = Gauge(f"{_P}open_streams", "Clients following a job now, by kind 
                      multiprocess_mode="livesum")
 SWEEPER_REQUEUES = Counter(f"{_P}sweeper_requeues_total",
                            "Jobs the sweeper sent again, by reason (lost_message, lease_expired).", ["reason"])
+SCHEDULE_FIRINGS = Counter(f"{_P}schedule_firings_total",
+                           "User schedules' firings, by outcome (fired, skipped, failed, paused, duplicate).",
+                           ["outcome"])
 
 # every value of the small fixed label sets exists from the start, at 0: a rate over them
 # works before the first event, and a dashboard's series are there
@@ -94,6 +97,8 @@ for _reason in ("lost_message", "lease_expired"):
     SWEEPER_REQUEUES.labels(_reason)
 for _kind in ("sse", "long_poll"):
     OPEN_STREAMS.labels(_kind)
+for _outcome in ("fired", "skipped", "failed", "paused", "duplicate"):
+    SCHEDULE_FIRINGS.labels(_outcome)
 
 _LABEL_MAX = 100
 
@@ -212,6 +217,12 @@ def webhook_attempt(*, outcome: str) -> None:
 def sweeper_requeued(*, reason: str, count: int) -> None:
     if count:
         SWEEPER_REQUEUES.labels(reason).inc(count)
+
+
+def schedule_fired(*, outcome: str, count: int = 1) -> None:
+    """Schedules' firings (apps.schedules), counted once their transaction commits."""
+    if count:
+        _after_commit(lambda: SCHEDULE_FIRINGS.labels(_label(outcome)).inc(count))
 
 
 def open_while(kind: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -25,6 +25,8 @@ from apps.jobs.models import Job
 from apps.jobs.services import message_send
 from apps.knowledge.models import Document
 from apps.knowledge.parsing import SUPPORTED, UnreadableDocument, extract_text
+from apps.schedules.models import Schedule
+from apps.schedules.services import schedule_create
 from apps.webhooks.models import new_secret
 from apps.webhooks.services import signed_headers
 from workers.knowledge import execute_ingest_job
@@ -151,15 +153,19 @@ def test_a_json_body_that_is_not_an_object_is_refused_wherever_one_is_expected(a
 
     kb = kb_create(user=user, name="Notes")
     job = message_send(user=user, agent=agent, message="hi")
-    ids = {"agent_id": agent.public_id, "kb_id": kb.public_id, "job_id": job.public_id}
+    schedule = schedule_create(owner=user, agent_id=agent.public_id, message="hi", interval_seconds=3600)
+    ids = {"agent_id": agent.public_id, "kb_id": kb.public_id, "job_id": job.public_id,
+           "schedule_id": schedule.public_id}
     schema = api.get(f"{API}openapi.json").json()
     targets = [(method.upper(), path.removeprefix("/api/v1/agentos/").format(**ids))
                for path, operations in schema["paths"].items() for method, operation in operations.items()
                if "application/json" in operation.get("requestBody", {}).get("content", {})]
     assert ("PATCH", f"agents/{agent.public_id}/") in targets and ("PATCH", f"knowledge/{kb.public_id}/") in targets
+    assert ("PATCH", f"schedules/{schedule.public_id}/") in targets
     hook = api.post(f"{API}hooks/", {"agent_id": agent.public_id}, content_type="application/json").json()
     before = (Agent.objects.get(pk=agent.pk).version, KnowledgeBase.objects.get(pk=kb.pk).updated_at,
-              Agent.objects.count(), KnowledgeBase.objects.count(), Job.objects.count(), ChatSession.objects.count())
+              Agent.objects.count(), KnowledgeBase.objects.count(), Job.objects.count(), ChatSession.objects.count(),
+              Schedule.objects.get(pk=schedule.pk).updated_at, Schedule.objects.count())
 
     for method, path in targets:
         response = api.generic(method, f"{API}{path}", raw, content_type="application/json")
@@ -171,7 +177,8 @@ def test_a_json_body_that_is_not_an_object_is_refused_wherever_one_is_expected(a
     assert signed.status_code == 400 and signed.json()["error"]["code"] == "invalid_input", signed.content
 
     after = (Agent.objects.get(pk=agent.pk).version, KnowledgeBase.objects.get(pk=kb.pk).updated_at,
-             Agent.objects.count(), KnowledgeBase.objects.count(), Job.objects.count(), ChatSession.objects.count())
+             Agent.objects.count(), KnowledgeBase.objects.count(), Job.objects.count(), ChatSession.objects.count(),
+              Schedule.objects.get(pk=schedule.pk).updated_at, Schedule.objects.count())
     assert after == before, "a refused body changed nothing"
 
 

@@ -165,4 +165,5 @@ def test_every_task_is_declared_and_routed_under_its_listed_name_and_queue(setti
     assert ours == {task.name for task in task_routes.TASKS}
     beat = {entry["task"]: entry["options"]["queue"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert beat == {task.name: task.queue for task in (task_routes.SWEEP_JOBS, task_routes.PERIODIC_SYNC,
-                                                        task_routes.DISPATCH_DUE_WEBHOOKS)}
+                                                        task_routes.DISPATCH_DUE_WEBHOOKS,
+                                                        task_routes.FIRE_SCHEDULES)}

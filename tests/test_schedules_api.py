@@ -91,6 +91,7 @@ def test_starts_at_without_an_offset_is_in_the_schedules_timezone(api, agent):
     ({"timezone": "../../etc/passwd"}, "invalid_timezone"),
     ({"interval_seconds": 59}, "interval_too_short"),
     ({"interval_seconds": 0}, "interval_too_short"),
+    ({"interval_seconds": 10**12}, "interval_too_long"),
     ({"interval_seconds": None, "cron": "* * * * *"}, "interval_too_short"),
     ({"interval_seconds": None}, "invalid_schedule"),
     ({"cron": "0 8 * * *"}, "invalid_schedule"),

@@ -22,6 +22,7 @@ from apps.jobs.models import Job
 from apps.schedules.models import Schedule, ScheduleRun
 from apps.webhooks.services import webhook_secret_get_or_create
 from tests.conftest import ROOT, worker_env
+from tests.test_metrics import samples, scrape, value
 from tests.webhook_receiver import Receiver
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -104,7 +105,8 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
 
 
 def test_a_schedule_fires_on_beat_and_its_job_succeeds_with_its_webhook(http, agent, user, fast, start_worker,
-                                                                          start_beat):
+                                                                          start_beat, live_server):
+    fired_before = value(samples(scrape(live_server)), "opie_schedule_firings_total", outcome="fired")
     start_worker(**FAST)
     start_beat().wait_ticking()
     with Receiver() as receiver:
@@ -122,6 +124,8 @@ def test_a_schedule_fires_on_beat_and_its_job_succeeds_with_its_webhook(http, ag
     assert done["job_id"] in {e["data"]["job_id"] for e in succeeded}
     body = http.get(f"schedules/{created['id']}/").json()
     assert body["last_run_at"] is not None and body["next_run_at"] > body["last_run_at"]
+    fired = value(samples(scrape(live_server)), "opie_schedule_firings_total", outcome="fired") - fired_before
+    assert fired >= 1  # counted by the worker that fired it, read from the web's /metrics
 
 
 def test_two_beats_running_together_make_one_job_per_due_time(http, agent, fast, start_worker, start_beat):

@@ -20,6 +20,8 @@ from apps.chat.services import session_create
 from apps.jobs.models import JobAction
 from apps.jobs.services import message_send
 from apps.knowledge.services import document_upload, vault_for
+from apps.schedules.models import Schedule
+from apps.schedules.services import schedule_create
 from apps.webhooks.models import InboundHook
 from tests.factories import make_agent, make_token, make_user
 from workers.execution import execute_message_job
@@ -52,6 +54,7 @@ JSON_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     (f"{API}knowledge/<kb_id>/search/", "POST"): {"query": "secret plans"},
     (f"{API}knowledge/<kb_id>/agents/", "POST"): {"agent_id": "<own agent>"},
     (f"{API}jobs/<job_id>/actions/", "POST"): {"decisions": [{"action_id": "act-000000000000", "approved": True}]},
+    (f"{API}schedules/<schedule_id>/", "PATCH"): {"message": "Taken over"},
 }
 UPLOADS = {f"{API}knowledge/<kb_id>/documents/"}
 PAGE_FORM = {"message": "hi", "title": "x", "name": "x", "instructions": "", "model_provider": "local",
@@ -120,7 +123,7 @@ class World:
         self.missing = {"agent_id": "agent-000000000000", "session_id": "sess-000000000000",
                         "job_id": "job-000000000000", "kb_id": "kb-000000000000",
                         "document_id": "doc-000000000000", "hook_id": "hook-000000000000",
-                        "action_id": "act-000000000000"}
+                        "action_id": "act-000000000000", "schedule_id": "sched-000000000000"}
 
     @staticmethod
     def _objects(user: Any) -> dict[str, str]:
@@ -133,7 +136,9 @@ class World:
         vault = vault_for(user=user)
         document, _ = document_upload(user=user, kb=vault, name="plans.txt", data=f"{user} plans".encode())
         hook = InboundHook.objects.create(owner=user, agent=agent)
-        return {"agent_id": agent.public_id, "session_id": session.public_id, "job_id": job.public_id,
+        schedule = schedule_create(owner=user, agent_id=agent.public_id, message="daily digest", cron="0 8 * * *")
+        return {"schedule_id": schedule.public_id,
+                "agent_id": agent.public_id, "session_id": session.public_id, "job_id": job.public_id,
                 "kb_id": vault.public_id, "document_id": document.public_id, "hook_id": hook.public_id,
                 "action_id": action.public_id}
 
@@ -219,6 +224,8 @@ def test_alices_objects_are_untouched_after_mallorys_tries(world):
     assert Agent.objects.get(public_id=alice["agent_id"]).name == "Helper"
     assert Job.objects.get(public_id=alice["job_id"]).status == "requires_action"
     assert JobAction.objects.get(public_id=alice["action_id"]).status == "pending"
+    schedule = Schedule.objects.get(public_id=alice["schedule_id"])
+    assert (schedule.enabled, schedule.message, schedule.runs.count()) == (True, "daily digest", 0)
     owner = _api_client(world.alice)
     assert owner.get(f"/{API}sessions/{alice['session_id']}/").status_code == 200
     assert owner.get(f"/{API}knowledge/{alice['kb_id']}/documents/{alice['document_id']}/").status_code == 200

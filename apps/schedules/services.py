@@ -17,6 +17,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from apps import metrics
 from apps.agents.models import Agent
 from apps.agents.selectors import agent_get_visible
 from apps.chat.models import ChatSession
@@ -36,6 +37,7 @@ NEW_SESSION = "new"
 # grown by one request at a time
 SCHEDULES_LOCK = 0x5C4E
 FIRE_BATCH = 50
+MAX_INTERVAL = 366 * 24 * 3600
 TIMING_FIELDS = ("cron", "interval_seconds", "timezone", "starts_at", "ends_at")
 FIELDS = ("name", "agent_id", "message", *TIMING_FIELDS, "session", "callback_url", "misfire", "enabled")
 
@@ -82,6 +84,8 @@ def _validate(spec: _Spec, *, owner: AbstractBaseUser, schedule: Schedule) -> No
     minimum = settings.AGENTOS_SCHEDULE_MIN_INTERVAL
     if spec.interval_seconds is not None and spec.interval_seconds < minimum:
         raise DomainError("interval_too_short", f"interval_seconds must be at least {minimum}.")
+    if spec.interval_seconds is not None and spec.interval_seconds > MAX_INTERVAL:
+        raise DomainError("interval_too_long", f"interval_seconds must be at most {MAX_INTERVAL} (a year).")
     if spec.misfire not in Schedule.Misfire.values:
         raise DomainError("invalid_misfire", f"misfire must be one of {', '.join(Schedule.Misfire.values)}.")
     starts_at, ends_at = _aware(spec.starts_at, spec.timezone), _aware(spec.ends_at, spec.timezone)
@@ -275,6 +279,7 @@ def schedules_fire_due(*, now: datetime | None = None) -> dict[str, int]:
     SKIP LOCKED, so ticks running together share the work; each batch is one transaction,
     and a schedule's firing is a savepoint in it."""
     counts = {"paused": _pause_unusable_agents()}
+    metrics.schedule_fired(outcome="paused", count=counts["paused"])
     for _ in range(1000):  # a bound, not a expected count: every firing moves its schedule past now
         with transaction.atomic():
             moment = now or timezone.now()
@@ -284,6 +289,7 @@ def schedules_fire_due(*, now: datetime | None = None) -> dict[str, int]:
             for schedule in batch:
                 outcome = schedule_fire(schedule=schedule, now=moment)
                 counts[outcome] = counts.get(outcome, 0) + 1
+                metrics.schedule_fired(outcome=outcome)
         if len(batch) < FIRE_BATCH:
             break
     return {key: value for key, value in counts.items() if value}
