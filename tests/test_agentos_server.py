@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +23,7 @@ from apps.agents.models import Agent
 from apps.chat.models import ChatMessage, ChatSession
 from apps.events.models import JobEvent
 from apps.jobs.models import ActionDecision, Job, JobAction
-from tests.conftest import ROOT, wait_for_job, worker_env
+from tests.conftest import ROOT, stop_group, wait_for_job, worker_env
 from tests.factories import make_agent, make_token
 
 pytestmark = pytest.mark.worker
@@ -63,12 +61,7 @@ class AgentOSProcess:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_group(self.proc)
         self._out.close()
 
 

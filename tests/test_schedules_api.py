@@ -357,17 +357,21 @@ def test_a_firing_refused_by_the_users_queue_cap_is_recorded_and_writes_no_job(a
 
 # --- the clock across daylight saving time ----------------------------------------------------
 
+def fire_each_due_time(schedule: Schedule, *, now: datetime, times: int) -> list[datetime]:
+    """Tick a second after each due time in turn; the due times the runs were for."""
+    for _ in range(times):
+        schedules_fire_due(now=now)
+        schedule.refresh_from_db()
+        now = schedule.next_run_at + timedelta(seconds=1)
+    return [run.due_at for run in ScheduleRun.objects.order_by("id")]
+
+
 def test_a_daily_paris_schedule_keeps_its_wall_clock_time_across_the_spring_change(api, agent):
     paris = ZoneInfo("Europe/Paris")
     schedule = due_schedule(api, agent, due=datetime(2027, 3, 27, 7, 0, tzinfo=UTC), interval_seconds=None,
                             cron="0 8 * * *", timezone="Europe/Paris")
-    fired = []
-    now = datetime(2027, 3, 27, 7, 0, 5, tzinfo=UTC)  # Saturday 08:00 CET, then Sunday, the change, Monday
-    for _ in range(3):
-        schedules_fire_due(now=now)
-        schedule.refresh_from_db()
-        fired.append(ScheduleRun.objects.order_by("-id").first().due_at)
-        now = schedule.next_run_at + timedelta(seconds=5)
+    # Saturday 08:00 CET, then Sunday, the day of the change, then Monday
+    fired = fire_each_due_time(schedule, now=datetime(2027, 3, 27, 7, 0, 1, tzinfo=UTC), times=3)
     assert [t.astimezone(paris).strftime("%d %H:%M %Z") for t in fired] == ["27 08:00 CET", "28 08:00 CEST",
                                                                           "29 08:00 CEST"]
     assert fired[1] - fired[0] == timedelta(hours=23)  # the short day
@@ -376,12 +380,7 @@ def test_a_daily_paris_schedule_keeps_its_wall_clock_time_across_the_spring_chan
 def test_a_time_in_the_skipped_hour_fires_once_when_the_hour_ends_as_cron_does(api, agent):
     schedule = due_schedule(api, agent, due=datetime(2027, 3, 27, 1, 30, tzinfo=UTC), interval_seconds=None,
                             cron="30 2 * * *", timezone="Europe/Paris")
-    now = datetime(2027, 3, 27, 1, 30, 1, tzinfo=UTC)
-    for _ in range(3):
-        schedules_fire_due(now=now)
-        schedule.refresh_from_db()
-        now = schedule.next_run_at + timedelta(seconds=1)
-    due = [run.due_at for run in ScheduleRun.objects.order_by("id")]
+    due = fire_each_due_time(schedule, now=datetime(2027, 3, 27, 1, 30, 1, tzinfo=UTC), times=3)
     assert due == [datetime(2027, 3, 27, 1, 30, tzinfo=UTC),  # 02:30 CET
                    datetime(2027, 3, 28, 1, 0, tzinfo=UTC),  # 02:30 does not exist: 03:00 CEST
                    datetime(2027, 3, 29, 0, 30, tzinfo=UTC)]  # 02:30 CEST
@@ -391,12 +390,7 @@ def test_a_time_in_the_skipped_hour_fires_once_when_the_hour_ends_as_cron_does(a
 def test_a_time_in_the_repeated_hour_fires_once_in_autumn(api, agent):
     schedule = due_schedule(api, agent, due=datetime(2027, 10, 30, 0, 30, tzinfo=UTC), interval_seconds=None,
                             cron="30 2 * * *", timezone="Europe/Paris")
-    now = datetime(2027, 10, 30, 0, 30, 1, tzinfo=UTC)
-    for _ in range(3):
-        schedules_fire_due(now=now)
-        schedule.refresh_from_db()
-        now = schedule.next_run_at + timedelta(seconds=1)
-    due = [run.due_at for run in ScheduleRun.objects.order_by("id")]
+    due = fire_each_due_time(schedule, now=datetime(2027, 10, 30, 0, 30, 1, tzinfo=UTC), times=3)
     assert due == [datetime(2027, 10, 30, 0, 30, tzinfo=UTC),  # 02:30 CEST
                    datetime(2027, 10, 31, 0, 30, tzinfo=UTC),  # the first 02:30 only (CEST)
                    datetime(2027, 11, 1, 1, 30, tzinfo=UTC)]  # 02:30 CET

@@ -6,8 +6,6 @@ Every process ticks each second and a schedule may run every 2 s, so a scenario
 takes seconds, not minutes."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +19,7 @@ from standardwebhooks import Webhook
 from apps.jobs.models import Job
 from apps.schedules.models import Schedule, ScheduleRun
 from apps.webhooks.services import webhook_secret_get_or_create
-from tests.conftest import ROOT, worker_env
+from tests.conftest import ROOT, stop_group, worker_env
 from tests.test_metrics import samples, scrape, value
 from tests.webhook_receiver import Receiver
 
@@ -53,13 +51,7 @@ class Beat:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc)
         self._out.close()
 
 

@@ -7,9 +7,7 @@ answered, and the web's threads stay as many as configured."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
 import socket
 import subprocess
 import threading
@@ -23,7 +21,7 @@ import pytest
 from django.db import connection
 
 from apps.jobs.services import message_send
-from tests.conftest import ROOT, worker_env
+from tests.conftest import ROOT, stop_group, worker_env
 from tests.factories import make_agent
 from workers.execution import execute_message_job
 
@@ -69,13 +67,7 @@ class Web:
         return psutil.Process(self.proc.pid).children(recursive=True)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, timeout=20)
         self._log.close()
 
 
