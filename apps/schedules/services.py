@@ -66,9 +66,9 @@ def _aware(value: datetime | None, tz_name: str) -> datetime | None:
     return value.replace(tzinfo=tz_parse(tz_name))
 
 
-def _validate(spec: _Spec, *, owner: AbstractBaseUser, schedule: Schedule) -> None:
-    """Check every field and write them onto `schedule` (unsaved). Raises DomainError."""
-    message_validate(spec.message)
+def _check_clock(spec: _Spec) -> str:
+    """The timezone, and exactly one of a cron that parses or an interval of a minimum to a year.
+    Returns the cron, stripped ("" for an interval). Raises DomainError."""
     try:
         tz_parse(spec.timezone) if isinstance(spec.timezone, str) else tz_parse("")
     except CronError as exc:
@@ -86,11 +86,50 @@ def _validate(spec: _Spec, *, owner: AbstractBaseUser, schedule: Schedule) -> No
         raise DomainError("interval_too_short", f"interval_seconds must be at least {minimum}.")
     if spec.interval_seconds is not None and spec.interval_seconds > MAX_INTERVAL:
         raise DomainError("interval_too_long", f"interval_seconds must be at most {MAX_INTERVAL} (a year).")
-    if spec.misfire not in Schedule.Misfire.values:
-        raise DomainError("invalid_misfire", f"misfire must be one of {', '.join(Schedule.Misfire.values)}.")
+    return cron
+
+
+def _check_window(spec: _Spec) -> tuple[datetime | None, datetime | None]:
+    """starts_at and ends_at, aware (in the schedule's timezone when they came without an offset)."""
     starts_at, ends_at = _aware(spec.starts_at, spec.timezone), _aware(spec.ends_at, spec.timezone)
     if starts_at and ends_at and ends_at <= starts_at:
         raise DomainError("invalid_window", "ends_at must be after starts_at.")
+    return starts_at, ends_at
+
+
+def _check_gap(schedule: Schedule) -> None:
+    """A cron's two closest times (among the next 100) are AGENTOS_SCHEDULE_MIN_INTERVAL apart at least."""
+    minimum = settings.AGENTOS_SCHEDULE_MIN_INTERVAL
+    gap = timing.closest_gap(schedule, after=timezone.now())
+    if gap is not None and gap < timedelta(seconds=minimum):
+        raise DomainError("interval_too_short", f"cron fires {int(gap.total_seconds())} s apart; "
+                                                f"the least allowed is {minimum} s.")
+
+
+def schedule_timing_check(**timing_fields: Any) -> Schedule:
+    """Only the timing fields (TIMING_FIELDS, as schedule_create takes them), checked as
+    schedule_create checks them, with the same DomainErrors. Returns an unsaved Schedule
+    holding them, created now, for `timing.upcoming` (the web form's preview); writes nothing."""
+    unknown = set(timing_fields) - set(TIMING_FIELDS)
+    if unknown:
+        raise TypeError(f"not timing fields: {', '.join(sorted(unknown))}")
+    spec = _Spec(agent_id="", message="", **{key: value for key, value in timing_fields.items() if value is not None})
+    schedule = Schedule(cron=_check_clock(spec), interval_seconds=spec.interval_seconds, timezone=spec.timezone,
+                        created_at=timezone.now())
+    schedule.starts_at, schedule.ends_at = _check_window(spec)
+    if schedule.cron:
+        _check_gap(schedule)
+    return schedule
+
+
+def _validate(spec: _Spec, *, owner: AbstractBaseUser, schedule: Schedule) -> None:
+    """Check every field and write them onto `schedule` (unsaved). Raises DomainError.
+    The timing checks are schedule_timing_check's, in the same order."""
+    message_validate(spec.message)
+    cron = _check_clock(spec)
+    if spec.misfire not in Schedule.Misfire.values:
+        raise DomainError("invalid_misfire", f"misfire must be one of {', '.join(Schedule.Misfire.values)}.")
+    starts_at, ends_at = _check_window(spec)
     if spec.callback_url:
         callback_url_validate(url=spec.callback_url)
     agent = agent_get_visible(user=owner, agent_id=spec.agent_id)  # 404 agent_not_found
@@ -106,10 +145,7 @@ def _validate(spec: _Spec, *, owner: AbstractBaseUser, schedule: Schedule) -> No
     schedule.callback_url, schedule.misfire = spec.callback_url, spec.misfire
     schedule.starts_at, schedule.ends_at = starts_at, ends_at
     if cron:
-        gap = timing.closest_gap(schedule, after=timezone.now())
-        if gap is not None and gap < timedelta(seconds=minimum):
-            raise DomainError("interval_too_short", f"cron fires {int(gap.total_seconds())} s apart; "
-                                                    f"the least allowed is {minimum} s.")
+        _check_gap(schedule)
 
 
 def _reschedule(schedule: Schedule, *, now: datetime) -> None:
