@@ -1,6 +1,6 @@
-from django.urls import path
+from django.urls import path, re_path
 
-from apps.opie.agentos import views
+from apps.opie.agentos import schedule_views, views
 
 app_name = "opie"
 urlpatterns = [
@@ -23,4 +23,9 @@ urlpatterns = [
     path("agentos/session/<str:session_id>/delete/", views.session_delete_view, name="session_delete"),
     path("agentos/account/", views.account, name="account"),
     path("agentos/usage/", views.usage, name="usage"),
+    path("agentos/schedules/", schedule_views.schedules, name="schedules"),
+    path("agentos/schedules/preview/", schedule_views.schedule_preview, name="schedule_preview"),
+    path("agentos/schedules/<str:schedule_id>/", schedule_views.schedule_detail, name="schedule"),
+    re_path(r"^agentos/schedules/(?P<schedule_id>[^/]+)/(?P<action>pause|resume|run|delete)/$",
+            schedule_views.schedule_action, name="schedule_action"),
 ]

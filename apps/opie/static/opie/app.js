@@ -60,8 +60,18 @@
   function scan(root) {
     (root || document).querySelectorAll(".msg.pending[data-events]").forEach(follow);
   }
+  // A new schedule's timezone starts as the browser's own (the server's default is UTC);
+  // the input event asks the preview again, for that zone.
+  function guessZone() {
+    var field = document.querySelector("input[data-browser-zone]");
+    var zone = window.Intl && Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (!field || !zone || field.value !== "UTC" || zone === "UTC") return;
+    field.value = zone;
+    field.dispatchEvent(new Event("input", { bubbles: true }));
+  }
   document.addEventListener("DOMContentLoaded", function () {
     scan(document);
+    guessZone();
     var box = document.getElementById("message");
     if (box) {
       box.addEventListener("keydown", function (e) {
@@ -72,6 +82,14 @@
   document.addEventListener("htmx:afterSettle", function (e) { scan(e.target.parentNode || document); });
   // A refused decision (400 bad input, 409 already decided or the job ended) is said on its
   // card; htmx drops error responses by default.
+  // A refused schedule button (409: its agent is gone) answers with its row, saying why: swap it.
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var row = e.detail.elt && e.detail.elt.closest && e.detail.elt.closest("tr.schedule");
+    var code = e.detail.xhr.status;
+    if (!row || code < 400 || code >= 500 || !/^<tr class="schedule"/.test(e.detail.serverResponse || "")) return;
+    e.detail.shouldSwap = true;
+    e.detail.isError = false;
+  });
   document.addEventListener("htmx:beforeSwap", function (e) {
     var card = e.detail.elt && e.detail.elt.closest && e.detail.elt.closest("form.action-card");
     var code = e.detail.xhr.status;
