@@ -242,6 +242,33 @@ def test_someone_elses_schedule_is_404_on_every_path_and_nothing_changes(alice, 
     assert alice.get(f"/agentos/schedules/{schedule.public_id}/").status_code == 200
 
 
+def test_the_agent_page_lists_its_schedules_and_links_to_a_new_one(alice, user, agent):
+    mine = make_schedule(user, agent, name="Weekly report", interval_seconds=None, cron="@weekly")
+    other = make_schedule(user, make_agent(user, name="Other"), name="Other agent's")
+
+    page = alice.get(f"/agentos/agents/{agent.public_id}/edit/").content.decode()
+    form = alice.get(f"/agentos/schedules/?agent_id={agent.public_id}").content.decode()
+
+    assert f'<a href="/agentos/schedules/{mine.public_id}/">Weekly report</a>' in page
+    assert other.public_id not in page and "<code>@weekly</code> · UTC" in page and "badge active" in page
+    assert f'href="/agentos/schedules/?agent_id={agent.public_id}#new">New schedule</a>' in page
+    assert f'<option value="{agent.public_id}" selected>Helper</option>' in form
+    listed = alice.get("/agentos/agents/").content.decode()
+    assert f'href="/agentos/schedules/?agent_id={agent.public_id}#new">Schedule</a>' in listed
+
+
+def test_the_dashboard_counts_the_users_active_schedules(alice, user, other_user, agent):
+    assert "No active schedule" in alice.get("/agentos/").content.decode()
+    make_schedule(user, agent)
+    make_schedule(user, agent)
+    schedule_pause(schedule=make_schedule(user, agent))
+    make_schedule(other_user, make_agent(other_user))
+
+    page = alice.get("/agentos/").content.decode()
+
+    assert '<a href="/agentos/schedules/">2 active schedules</a>' in page
+
+
 def test_the_pages_need_a_login_and_the_form_a_csrf_token(client, user, agent):
     for path in ("/agentos/schedules/", "/agentos/schedules/preview/?cron=0+8+*+*+*"):
         answer = client.get(path)

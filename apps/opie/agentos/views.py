@@ -32,6 +32,8 @@ from apps.knowledge.selectors import document_get, kb_list_visible
 from apps.knowledge.services import document_upload, kb_attach, kb_detach, vault_for
 from apps.opie.agentos.service import AgentOSService
 from apps.opie.checks import workers_by_queue
+from apps.schedules.presenters import schedule_state
+from apps.schedules.selectors import schedule_list
 from apps.usage.presenters import usage_days, usage_range, usage_rows_to_json, usage_totals
 from apps.usage.selectors import usage_report
 from apps.webhooks.models import WebhookDelivery
@@ -103,6 +105,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "in_flight": in_flight.select_related("agent", "session").order_by("-created_at")[:10],
         "failures": failures.select_related("agent", "session").order_by("-finished_at")[:5],
         "waiting": actions_pending(user=request.user).count(),
+        # a user keeps AGENTOS_USER_MAX_SCHEDULES (50) at most; "active" is the API's state, not a second rule
+        "schedules_active": sum(schedule_state(s) == "active"
+                                for s in schedule_list(user=request.user).only("enabled", "next_run_at")),
         "workers": _workers_online() if request.user.is_staff else None})
 
 
@@ -176,7 +181,8 @@ def agent_edit(request: HttpRequest, agent_id: str) -> HttpResponse:
         "agent": agent, "tools": [(name, tool_policy(agent.tool_policies, name)) for name in sorted(TOOLS)],
         "policies": POLICIES, "knowledge": readable, "attached": attached, "error": error,
         "shared_with": ", ".join(agent.shared_with.values_list("username", flat=True)),
-        "providers": ["local", "openai", "openai_like", "anthropic", "ollama"]})
+        "providers": ["local", "openai", "openai_like", "anthropic", "ollama"],
+        "schedules": schedule_list(user=request.user, agent_id=agent.public_id).order_by("-created_at", "-id")})
 
 
 # chat
