@@ -250,3 +250,47 @@ def test_tokens_are_created_in_the_account_page_and_work_at_375_px(page, live_se
     assert page.evaluate("document.documentElement.scrollWidth") <= 375, "no sideways scrolling on a phone"
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+
+
+def test_a_schedule_is_made_from_its_preview_listed_and_run_now(page, user):
+    from playwright.sync_api import expect
+
+    make_agent(user, name="Digest")
+    page.get_by_role("link", name="Schedules", exact=True).click()
+    page.get_by_label("Name").fill("Morning summary")
+    page.get_by_label("Message").fill("Summarise the new documents")
+    page.get_by_label("Cron", exact=True).fill("0 8 * * 1-5")
+    page.get_by_label("Timezone").fill("Europe/Paris")
+    page.get_by_label("Starts").fill("2030-01-05T00:00")
+    times = page.locator("#schedule-preview li")
+    expect(times).to_have_count(5)  # the preview followed the typing, without a submit
+    expect(times.first).to_have_text("Mon 2030-01-07 08:00 CET")
+    expect(times.last).to_have_text("Fri 2030-01-11 08:00 CET")
+    page.get_by_label("Cron", exact=True).fill("0 8 * *")
+    expect(page.locator("#schedule-preview .error")).to_contain_text("expected 5 fields")
+    page.get_by_label("Cron", exact=True).fill("0 8 * * 1-5")
+    expect(times).to_have_count(5)
+
+    page.get_by_role("button", name="Create schedule").click()
+    row = page.locator("tr.schedule", has_text="Morning summary")
+    expect(row).to_contain_text("Europe/Paris")
+    expect(row.locator(".badge")).to_have_text("active")
+    expect(row).to_contain_text("Mon 2030-01-07 08:00 CET")  # its next run, in its own timezone
+    row.get_by_role("button", name="Run now").click()
+    expect(row.get_by_role("status")).to_contain_text("Run started")  # the row swapped in place
+    expect(row.get_by_role("link", name="its session")).to_be_visible()
+
+    # the form again, to show a preview next to the list
+    page.get_by_label("Name").fill("Inbox check")
+    page.get_by_label("Message").fill("Anything urgent in the inbox?")
+    page.get_by_label("at an interval").check()
+    page.get_by_label("Every").fill("90")
+    page.get_by_label("Timezone").fill("America/New_York")
+    expect(page.locator("#schedule-preview")).to_contain_text("Next 5 runs (America/New_York)")
+    shot(page, "schedules")
+
+    row.get_by_role("link", name="Morning summary").click()
+    history = page.locator("table.runs tbody tr")
+    expect(history).to_have_count(1)
+    expect(history.first).to_contain_text("manual")
+    expect(history.first.get_by_role("link", name="session")).to_be_visible()
