@@ -127,6 +127,8 @@ def test_the_preview_lists_the_next_five_times_in_the_schedules_timezone(alice):
 def test_the_preview_says_what_is_wrong_with_the_timing_and_writes_nothing(alice):
     zone = preview(alice, kind="cron", cron="0 8 * * *", timezone="Mars/Olympus_Mons")
     short = preview(alice, kind="interval", interval="30", unit="s", timezone="UTC")
+    long = preview(alice, kind="interval", interval="9000", unit="h", timezone="UTC")
+    digits = preview(alice, kind="interval", interval="9" * 5000, unit="s", timezone="UTC")
     cron = preview(alice, kind="cron", cron="0 8 * *", timezone="UTC")
     window = preview(alice, kind="cron", cron="0 8 * * *", timezone="UTC", starts_at="2030-01-07T00:00",
                      ends_at="2030-01-06T00:00")
@@ -134,9 +136,11 @@ def test_the_preview_says_what_is_wrong_with_the_timing_and_writes_nothing(alice
 
     assert '<p class="error">timezone: unknown timezone: &#x27;Mars/Olympus_Mons&#x27;</p>' in zone
     assert '<p class="error">interval_seconds must be at least 60.</p>' in short
+    assert "interval_seconds must be at most 31622400 (a year)." in long
+    assert "interval: a whole number of seconds, minutes or hours, such as 15." in digits
     assert "cron: expected 5 fields" in cron and "ends_at must be after starts_at." in window
     assert "Enter a cron expression to see its next run times." in empty
-    for html in (zone, short, cron, window, empty):
+    for html in (zone, short, long, digits, cron, window, empty):
         assert shown_times(html) == []
     assert not Schedule.objects.exists()
 

@@ -1,4 +1,4 @@
-from django.urls import path, re_path
+from django.urls import path
 
 from apps.opie.agentos import schedule_views, views
 
@@ -26,6 +26,12 @@ urlpatterns = [
     path("agentos/schedules/", schedule_views.schedules, name="schedules"),
     path("agentos/schedules/preview/", schedule_views.schedule_preview, name="schedule_preview"),
     path("agentos/schedules/<str:schedule_id>/", schedule_views.schedule_detail, name="schedule"),
-    re_path(r"^agentos/schedules/(?P<schedule_id>[^/]+)/(?P<action>pause|resume|run|delete)/$",
-            schedule_views.schedule_action, name="schedule_action"),
+    path("agentos/schedules/<str:schedule_id>/pause/", schedule_views.schedule_action, {"action": "pause"},
+         name="schedule_pause"),
+    path("agentos/schedules/<str:schedule_id>/resume/", schedule_views.schedule_action, {"action": "resume"},
+         name="schedule_resume"),
+    path("agentos/schedules/<str:schedule_id>/run/", schedule_views.schedule_action, {"action": "run"},
+         name="schedule_run"),
+    path("agentos/schedules/<str:schedule_id>/delete/", schedule_views.schedule_action, {"action": "delete"},
+         name="schedule_delete"),
 ]
