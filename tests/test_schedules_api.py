@@ -73,7 +73,8 @@ def test_an_interval_schedule_first_runs_one_interval_after_it_is_created(api, a
     before = timezone.now()
     created = create(api, agent, interval_seconds=600)
     due = at(created["next_run_at"])
-    assert before + timedelta(seconds=600) <= due <= timezone.now() + timedelta(seconds=600)
+    assert before.replace(microsecond=0) + timedelta(seconds=600) <= due <= timezone.now() + timedelta(seconds=600)
+    assert due.microsecond == 0  # on a whole second
 
 
 def test_starts_at_without_an_offset_is_in_the_schedules_timezone(api, agent):
@@ -227,7 +228,7 @@ def due_schedule(api: Any, agent: Any, *, due: datetime, **fields: Any) -> Sched
 
 
 def test_a_due_schedule_fires_one_ordinary_message_job_and_moves_on(api, agent):
-    now = timezone.now()
+    now = timezone.now().replace(microsecond=0)
     schedule = due_schedule(api, agent, due=now - timedelta(seconds=5), interval_seconds=900)
     assert schedules_fire_due(now=now) == {"fired": 1}
     [run] = ScheduleRun.objects.all()
@@ -241,7 +242,7 @@ def test_a_due_schedule_fires_one_ordinary_message_job_and_moves_on(api, agent):
 
 
 def test_firing_a_due_time_twice_writes_one_job(api, agent):
-    now = timezone.now()
+    now = timezone.now().replace(microsecond=0)
     schedule = due_schedule(api, agent, due=now - timedelta(seconds=1), interval_seconds=900)
     stale = Schedule.objects.select_related("owner", "agent", "session").get(pk=schedule.pk)  # read by a 2nd tick
     assert schedules_fire_due(now=now) == {"fired": 1}
@@ -251,7 +252,7 @@ def test_firing_a_due_time_twice_writes_one_job(api, agent):
 
 def test_every_run_of_a_fixed_session_schedule_goes_to_that_session_in_order(api, agent, user):
     session = ChatSession.objects.create(owner=user, agent=agent)
-    now = timezone.now()
+    now = timezone.now().replace(microsecond=0)
     schedule = due_schedule(api, agent, due=now, interval_seconds=900, session=session.public_id)
     schedules_fire_due(now=now)
     Schedule.objects.filter(pk=schedule.pk).update(next_run_at=now + timedelta(seconds=900))
@@ -261,7 +262,7 @@ def test_every_run_of_a_fixed_session_schedule_goes_to_that_session_in_order(api
 
 
 def test_after_downtime_it_fires_once_for_the_most_recent_missed_time(api, agent):
-    now = timezone.now()
+    now = timezone.now().replace(microsecond=0)
     first = now - timedelta(seconds=900 * 10 + 30)  # ten and a bit intervals ago
     schedule = due_schedule(api, agent, due=first, interval_seconds=900)
     assert schedules_fire_due(now=now) == {"fired": 1}
@@ -275,7 +276,7 @@ def test_after_downtime_it_fires_once_for_the_most_recent_missed_time(api, agent
 
 
 def test_with_misfire_skip_a_missed_time_is_recorded_and_runs_nothing(api, agent):
-    now = timezone.now()
+    now = timezone.now().replace(microsecond=0)
     first = now - timedelta(seconds=900 * 3 + 300)
     schedule = due_schedule(api, agent, due=first, interval_seconds=900, misfire="skip")
     assert schedules_fire_due(now=now) == {"skipped": 1}
@@ -290,14 +291,14 @@ def test_with_misfire_skip_a_missed_time_is_recorded_and_runs_nothing(api, agent
 
 def test_a_slow_tick_within_the_grace_still_fires_on_time(api, agent, settings):
     settings.AGENTOS_SCHEDULE_MISFIRE_GRACE = 60
-    now = timezone.now()
+    now = timezone.now().replace(microsecond=0)
     due_schedule(api, agent, due=now - timedelta(seconds=40), interval_seconds=900, misfire="skip")
     assert schedules_fire_due(now=now) == {"fired": 1}
     assert ScheduleRun.objects.get().misfire == ""
 
 
 def test_a_schedule_past_its_end_stops_and_says_ended(api, agent):
-    now = timezone.now()
+    now = timezone.now().replace(microsecond=0)
     schedule = due_schedule(api, agent, due=now, interval_seconds=900, ends_at=(now + timedelta(seconds=1000))
                             .isoformat())
     schedules_fire_due(now=now)
@@ -309,7 +310,7 @@ def test_a_schedule_past_its_end_stops_and_says_ended(api, agent):
 
 
 def test_a_schedule_whose_agent_is_deleted_pauses_itself_and_keeps_its_history(api, agent):
-    now = timezone.now()
+    now = timezone.now().replace(microsecond=0)
     schedule = due_schedule(api, agent, due=now, interval_seconds=900)
     schedules_fire_due(now=now)
     agent.delete()
@@ -335,7 +336,7 @@ def test_a_schedule_whose_agent_is_disabled_pauses_itself_before_it_is_due(api, 
 
 def test_a_schedule_pauses_itself_when_its_owner_loses_access_to_a_shared_agent(api, user, other_user):
     shared = make_agent(other_user, name="Team agent", visibility="shared", shared_with=[user.username])
-    now = timezone.now()
+    now = timezone.now().replace(microsecond=0)
     schedule = due_schedule(api, shared, due=now, interval_seconds=900)
     shared.shared_with.clear()
     assert schedules_fire_due(now=now) == {"paused": 1}
@@ -346,7 +347,7 @@ def test_a_schedule_pauses_itself_when_its_owner_loses_access_to_a_shared_agent(
 
 def test_a_firing_refused_by_the_users_queue_cap_is_recorded_and_writes_no_job(api, agent, settings):
     settings.AGENTOS_USER_MAX_QUEUED = 1
-    now = timezone.now()
+    now = timezone.now().replace(microsecond=0)
     post(api, "send-message/", {"agent_id": agent.public_id, "message": "fills the queue"})
     due_schedule(api, agent, due=now, interval_seconds=900)
     assert schedules_fire_due(now=now) == {"failed": 1}

@@ -25,8 +25,11 @@ class Timed(Protocol):
 
 
 def anchor(schedule: Timed) -> datetime:
-    """An interval schedule's first time."""
-    return schedule.starts_at or schedule.created_at + timedelta(seconds=schedule.interval_seconds or 0)
+    """An interval schedule's first time: `starts_at`, or one interval after it was created
+    (on a whole second, as people write times)."""
+    if schedule.starts_at is not None:
+        return schedule.starts_at
+    return schedule.created_at.replace(microsecond=0) + timedelta(seconds=schedule.interval_seconds or 0)
 
 
 def _parsed(schedule: Timed) -> Cron:
