@@ -395,3 +395,17 @@ def test_a_time_in_the_repeated_hour_fires_once_in_autumn(api, agent):
     assert due == [datetime(2027, 10, 30, 0, 30, tzinfo=UTC),  # 02:30 CEST
                    datetime(2027, 10, 31, 0, 30, tzinfo=UTC),  # the first 02:30 only (CEST)
                    datetime(2027, 11, 1, 1, 30, tzinfo=UTC)]  # 02:30 CET
+
+
+def test_a_schedule_whose_agent_is_gone_can_still_be_paused_and_edited_but_not_resumed(api, agent):
+    created = create(api, agent)
+    agent.delete()  # before any tick has paused it
+    paused = post(api, f"schedules/{created['id']}/pause/")
+    assert paused.status_code == 200, paused.content
+    edited = patch(api, f"schedules/{created['id']}/", {"message": "kept for later"})
+    assert edited.status_code == 200 and edited.json()["message"] == "kept for later"
+    resumed = post(api, f"schedules/{created['id']}/resume/")
+    assert (resumed.status_code, error_code(resumed)) == (404, "agent_not_found")
+    moved = patch(api, f"schedules/{created['id']}/", {"agent_id": make_agent(agent.owner, name="New").public_id,
+                                                        "enabled": True})
+    assert moved.status_code == 200 and moved.json()["state"] == "active"

@@ -122,16 +122,9 @@ def schedule_timing_check(**timing_fields: Any) -> Schedule:
     return schedule
 
 
-def _validate(spec: _Spec, *, owner: AbstractBaseUser, schedule: Schedule) -> None:
-    """Check every field and write them onto `schedule` (unsaved). Raises DomainError.
-    The timing checks are schedule_timing_check's, in the same order."""
-    message_validate(spec.message)
-    cron = _check_clock(spec)
-    if spec.misfire not in Schedule.Misfire.values:
-        raise DomainError("invalid_misfire", f"misfire must be one of {', '.join(Schedule.Misfire.values)}.")
-    starts_at, ends_at = _check_window(spec)
-    if spec.callback_url:
-        callback_url_validate(url=spec.callback_url)
+def _check_agent(spec: _Spec, *, owner: AbstractBaseUser, schedule: Schedule) -> None:
+    """The agent (one the owner may use) and the session (new, or one of the owner's with that
+    agent), written onto `schedule`."""
     agent = agent_get_visible(user=owner, agent_id=spec.agent_id)  # 404 agent_not_found
     session: ChatSession | None = None
     if spec.session != NEW_SESSION:
@@ -139,9 +132,24 @@ def _validate(spec: _Spec, *, owner: AbstractBaseUser, schedule: Schedule) -> No
         if session.agent_id != agent.pk:
             raise DomainError("session_agent_mismatch", "that session belongs to another agent.", status=409)
     schedule.owner, schedule.agent, schedule.agent_public_id = owner, agent, agent.public_id  # type: ignore[assignment]
+    schedule.session, schedule.session_public_id = session, session.public_id if session else ""
+
+
+def _validate(spec: _Spec, *, owner: AbstractBaseUser, schedule: Schedule, check_agent: bool = True) -> None:
+    """Check every field and write them onto `schedule` (unsaved). Raises DomainError.
+    The timing checks are schedule_timing_check's, in the same order. `check_agent=False`
+    leaves the agent and session as they are, unchecked (a paused schedule's edit)."""
+    message_validate(spec.message)
+    cron = _check_clock(spec)
+    if spec.misfire not in Schedule.Misfire.values:
+        raise DomainError("invalid_misfire", f"misfire must be one of {', '.join(Schedule.Misfire.values)}.")
+    starts_at, ends_at = _check_window(spec)
+    if spec.callback_url:
+        callback_url_validate(url=spec.callback_url)
+    if check_agent:
+        _check_agent(spec, owner=owner, schedule=schedule)
     schedule.name, schedule.message = spec.name.strip()[:200], spec.message
     schedule.cron, schedule.interval_seconds, schedule.timezone = cron, spec.interval_seconds, spec.timezone
-    schedule.session, schedule.session_public_id = session, session.public_id if session else ""
     schedule.callback_url, schedule.misfire = spec.callback_url, spec.misfire
     schedule.starts_at, schedule.ends_at = starts_at, ends_at
     if cron:
@@ -182,15 +190,19 @@ def _spec_of(schedule: Schedule) -> dict[str, Any]:
 
 @transaction.atomic
 def schedule_update(*, schedule: Schedule, **changes: Any) -> Schedule:
-    """Change some fields; the whole schedule is checked again. A change of its timing
-    (or enabling it) moves its next due time to the first one from now."""
+    """Change some fields; the whole schedule is checked again (its agent and session only
+    if it is to be enabled, or they change). A change of its timing (or enabling it) moves
+    its next due time to the first one from now."""
     locked = Schedule.objects.select_for_update().get(pk=schedule.pk)
     merged = {**_spec_of(locked), **changes}
     if "cron" in changes and changes["cron"]:
         merged["interval_seconds"] = changes.get("interval_seconds")
     if "interval_seconds" in changes and changes["interval_seconds"] is not None:
         merged["cron"] = changes.get("cron")
-    _validate(_Spec(**merged), owner=locked.owner, schedule=locked)
+    # a schedule that stays paused may be edited (or paused) while its agent is out of reach;
+    # one that is, or becomes, enabled needs its agent and session usable
+    check_agent = bool(merged["enabled"]) or "agent_id" in changes or "session" in changes
+    _validate(_Spec(**merged), owner=locked.owner, schedule=locked, check_agent=check_agent)
     now = timezone.now()
     if "enabled" in changes and bool(changes["enabled"]) != locked.enabled:
         locked.enabled = bool(changes["enabled"])
