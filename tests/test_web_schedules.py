@@ -295,3 +295,34 @@ def test_the_admin_changelist_lists_every_users_schedules(user, other_user, agen
 
     assert page.status_code == 200
     assert mine.public_id in page.content.decode() and theirs.public_id in page.content.decode()
+
+
+def test_the_detail_pages_edit_form_shows_the_schedule_and_saves_changes(alice, user, agent):
+    schedule = make_schedule(user, agent, interval_seconds=5400, timezone="America/New_York",
+                             starts_at=datetime(2099, 1, 5, 9, 0))
+    page = alice.get(f"/agentos/schedules/{schedule.public_id}/").content.decode()
+    assert f'action="/agentos/schedules/{schedule.public_id}/edit/"' in page
+    assert 'name="interval" type="number" min="1" step="1" value="90"' in page  # 5400 s as 90 min
+    assert 'value="2099-01-05T09:00"' in page  # its window as wall-clock time in its zone
+
+    answer = alice.post(f"/agentos/schedules/{schedule.public_id}/edit/",
+                        {**FORM, "agent_id": agent.public_id, "cron": "30 6 * * *", "timezone": "Asia/Tokyo",
+                         "message": "the new words"})
+
+    assert answer.status_code == 302 and answer["Location"] == f"/agentos/schedules/{schedule.public_id}/"
+    schedule.refresh_from_db()
+    assert (schedule.cron, schedule.interval_seconds, schedule.timezone, schedule.message) == (
+        "30 6 * * *", None, "Asia/Tokyo", "the new words")
+    local = schedule.next_run_at.astimezone(ZoneInfo("Asia/Tokyo"))
+    assert (local.hour, local.minute) == (6, 30) and schedule.starts_at is None
+
+
+def test_a_refused_edit_says_why_keeps_the_input_and_changes_nothing(alice, user, agent):
+    schedule = make_schedule(user, agent)
+    answer = alice.post(f"/agentos/schedules/{schedule.public_id}/edit/",
+                        {**FORM, "agent_id": agent.public_id, "cron": "0 25 * * *", "message": "typed words"})
+    assert answer.status_code == 400
+    page = answer.content.decode()
+    assert "hour field" in page and "typed words" in page and "<details class=\"card\" id=\"edit\" open>" in page
+    schedule.refresh_from_db()
+    assert (schedule.cron, schedule.interval_seconds, schedule.message) == ("", 900, "summarise the new documents")

@@ -26,6 +26,7 @@ urlpatterns = [
     path("agentos/schedules/", schedule_views.schedules, name="schedules"),
     path("agentos/schedules/preview/", schedule_views.schedule_preview, name="schedule_preview"),
     path("agentos/schedules/<str:schedule_id>/", schedule_views.schedule_detail, name="schedule"),
+    path("agentos/schedules/<str:schedule_id>/edit/", schedule_views.schedule_edit, name="schedule_edit"),
     path("agentos/schedules/<str:schedule_id>/pause/", schedule_views.schedule_action, {"action": "pause"},
          name="schedule_pause"),
     path("agentos/schedules/<str:schedule_id>/resume/", schedule_views.schedule_action, {"action": "resume"},

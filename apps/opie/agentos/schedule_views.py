@@ -20,6 +20,7 @@ from apps.jobs.models import Job
 from apps.opie.agentos.service import AgentOSService
 from apps.opie.agentos.views import page
 from apps.schedules import services, timing
+from apps.schedules.cron import tz_parse
 from apps.schedules.models import Schedule
 from apps.schedules.presenters import run_to_dict
 from apps.schedules.selectors import schedule_get_owned, schedule_list, schedule_runs
@@ -94,12 +95,34 @@ def _fields(form: QueryDict) -> dict[str, Any]:
 
 # pages
 def _list_page(request: HttpRequest, *, form: dict[str, str], error: str = "", status: int = 200) -> HttpResponse:
-    svc = AgentOSService(_owner(request))
     return render(request, "opie/schedules.html", {
         "schedules": schedule_list(user=_owner(request)).select_related("agent").order_by("-created_at", "-id"),
-        "agents": svc.get_available_agents(), "sessions": svc.list_sessions(limit=30)["sessions"],
-        "form": form, "error": error, "fresh": request.method == "GET", "zones": ZONES, "units": UNITS,
-        "misfires": MISFIRES}, status=status)
+        **_form_context(request, form=form), "error": error, "fresh": request.method == "GET",
+        "form_action": reverse("opie:schedules")}, status=status)
+
+
+def _form_context(request: HttpRequest, *, form: dict[str, str]) -> dict[str, Any]:
+    """What the schedule form (opie/_schedule_form.html) needs besides its action."""
+    svc = AgentOSService(_owner(request))
+    return {"form": form, "agents": svc.get_available_agents(), "sessions": svc.list_sessions(limit=30)["sessions"],
+            "zones": ZONES, "units": UNITS, "misfires": MISFIRES}
+
+
+def _form_of(schedule: Schedule) -> dict[str, str]:
+    """A schedule as the form shows it: its interval in the largest unit that divides it, its
+    window as wall-clock times in its timezone."""
+    unit = next(name for name, size in reversed(UNITS.items()) if not (schedule.interval_seconds or 0) % size)
+    tz = tz_parse(schedule.timezone)
+
+    def local(value: datetime | None) -> str:
+        return value.astimezone(tz).replace(tzinfo=None).isoformat(timespec="minutes") if value else ""
+
+    return {**FORM_DEFAULTS, "agent_id": schedule.agent_public_id, "name": schedule.name,
+            "message": schedule.message, "kind": "cron" if schedule.cron else "interval", "cron": schedule.cron,
+            "interval": str((schedule.interval_seconds or 0) // UNITS[unit]) if schedule.interval_seconds else "",
+            "unit": unit, "timezone": schedule.timezone, "session": schedule.session_public_id,
+            "callback_url": schedule.callback_url, "misfire": schedule.misfire,
+            "starts_at": local(schedule.starts_at), "ends_at": local(schedule.ends_at)}
 
 
 @page
@@ -133,10 +156,13 @@ def schedule_preview(request: HttpRequest) -> HttpResponse:
     return render(request, "opie/_schedule_preview.html", {"times": times, "zone": schedule.timezone})
 
 
-def _detail_page(request: HttpRequest, schedule: Schedule, *, error: str = "", status: int = 200) -> HttpResponse:
+def _detail_page(request: HttpRequest, schedule: Schedule, *, error: str = "", status: int = 200,
+                 form: dict[str, str] | None = None, form_error: str = "") -> HttpResponse:
     runs = schedule_runs(schedule=schedule).order_by("-created_at", "-id")[:RUNS_SHOWN]
     return render(request, "opie/schedule.html", {
-        "s": schedule, "error": error, "shown": RUNS_SHOWN, "misfires": dict(MISFIRES),
+        **_form_context(request, form=form or _form_of(schedule)), "form_error": form_error,
+        "form_action": reverse("opie:schedule_edit", args=[schedule.public_id]), "fresh": False,
+        "s": schedule, "error": error, "shown": RUNS_SHOWN, "misfire_labels": dict(MISFIRES),
         "runs": [{"run": run, **run_to_dict(run, tz=schedule.timezone)} for run in runs]}, status=status)
 
 
@@ -144,6 +170,21 @@ def _detail_page(request: HttpRequest, schedule: Schedule, *, error: str = "", s
 @require_GET
 def schedule_detail(request: HttpRequest, schedule_id: str) -> HttpResponse:
     return _detail_page(request, schedule_get_owned(user=_owner(request), schedule_id=schedule_id))
+
+
+@page
+@require_POST
+def schedule_edit(request: HttpRequest, schedule_id: str) -> HttpResponse:
+    """The detail page's Edit form: the whole schedule again, checked as the API's PATCH is."""
+    schedule = schedule_get_owned(user=_owner(request), schedule_id=schedule_id)  # someone else's: 404, first
+    try:
+        services.schedule_update(schedule=schedule, **{
+            key: value for key, value in _fields(request.POST).items()
+            if value is not None or key in ("cron", "interval_seconds", "starts_at", "ends_at")})
+    except DomainError as exc:
+        return _detail_page(request, schedule, form={**FORM_DEFAULTS, **request.POST.dict()}, form_error=exc.message,
+                            status=400 if isinstance(exc, NotFound) else exc.status)
+    return redirect(reverse("opie:schedule", args=[schedule_id]))
 
 
 # the buttons
