@@ -135,8 +135,7 @@ def schedules_get(request: HttpRequest, schedule_id: str) -> Any:
 def schedules_update(request: HttpRequest, schedule_id: str, payload: SchedulePatch) -> Any:
     schedule = _owned(request, schedule_id)
     changes = payload.dict(exclude_unset=True)
-    nullable = ("cron", "interval_seconds", "callback_url", "starts_at", "ends_at")
-    if any(value is None for key, value in changes.items() if key not in nullable):
+    if any(value is None for key, value in changes.items() if key not in services.NULLABLE):
         raise DomainError("invalid_input", "fields may be omitted but not null.")
     if "callback_url" in changes:
         changes["callback_url"] = changes["callback_url"] or ""

@@ -2,21 +2,33 @@
 in its timezone (ISO 8601 with that offset), the way its owner thinks of them."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from apps.schedules.cron import CronError, tz_parse
 from apps.schedules.models import Schedule, ScheduleRun
 from apps.schedules.services import NEW_SESSION
 
+# the units an interval is written in, smallest first
+UNITS = {"s": 1, "min": 60, "h": 3600}
+
+
+def interval_parts(seconds: int) -> tuple[int, str]:
+    """An interval in the largest unit that divides it: 900 is (15, "min")."""
+    unit = next(name for name, size in reversed(UNITS.items()) if seconds % size == 0)
+    return seconds // UNITS[unit], unit
+
+
+def in_zone(value: datetime, tz_name: str) -> datetime:
+    """`value` in the schedule's timezone; in UTC if that zone left the system's tz database."""
+    try:
+        return value.astimezone(tz_parse(tz_name))
+    except CronError:
+        return value.astimezone(UTC)
+
 
 def _local(value: datetime | None, tz_name: str) -> str | None:
-    if value is None:
-        return None
-    try:
-        return value.astimezone(tz_parse(tz_name)).isoformat()
-    except CronError:  # a zone that left the system's tz database: UTC, still with its offset
-        return value.isoformat()
+    return in_zone(value, tz_name).isoformat() if value is not None else None
 
 
 def schedule_state(schedule: Schedule) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from apps import metrics
@@ -39,7 +40,8 @@ SCHEDULES_LOCK = 0x5C4E
 FIRE_BATCH = 50
 MAX_INTERVAL = 366 * 24 * 3600
 TIMING_FIELDS = ("cron", "interval_seconds", "timezone", "starts_at", "ends_at")
-FIELDS = ("name", "agent_id", "message", *TIMING_FIELDS, "session", "callback_url", "misfire", "enabled")
+# the fields a change may set to null (the others may be left out, not nulled)
+NULLABLE = ("cron", "interval_seconds", "callback_url", "starts_at", "ends_at")
 
 
 @dataclass
@@ -249,10 +251,14 @@ def _unusable(schedule: Schedule) -> str:
     return ""
 
 
+def _pause(rows: QuerySet[Schedule], reason: str) -> int:
+    """The schedules in `rows` pause themselves with `reason`; how many did."""
+    return rows.update(enabled=False, paused_reason=reason, next_run_at=None, updated_at=timezone.now())
+
+
 def _pause_itself(schedule: Schedule, reason: str) -> None:
     logger.warning("schedule %s paused itself: %s", schedule.public_id, Schedule.Paused(reason).label)
-    Schedule.objects.filter(pk=schedule.pk).update(enabled=False, paused_reason=reason, next_run_at=None,
-                                                   updated_at=timezone.now())
+    _pause(Schedule.objects.filter(pk=schedule.pk), reason)
 
 
 def _fire(schedule: Schedule, *, due_at: datetime, trigger: str, misfire: str = "", missed: int = 0,
@@ -293,14 +299,14 @@ def schedule_fire(*, schedule: Schedule, now: datetime) -> str:
     assert first is not None and first <= now
     latest, earlier = timing.due_until(schedule, first=first, now=now)
     late = now - latest > timedelta(seconds=settings.AGENTOS_SCHEDULE_MISFIRE_GRACE)
-    if not earlier and not late:
-        run = _fire(schedule, due_at=latest, trigger=ScheduleRun.Trigger.SCHEDULE)
+    if not earlier and not late:  # on time
+        misfire, missed, skip = "", 0, False
     elif schedule.misfire == Schedule.Misfire.RUN_LATEST:
-        run = _fire(schedule, due_at=latest, trigger=ScheduleRun.Trigger.SCHEDULE,
-                    misfire=Schedule.Misfire.RUN_LATEST, missed=earlier)
+        misfire, missed, skip = Schedule.Misfire.RUN_LATEST, earlier, False
     else:  # skip what was missed; a latest time still within the grace runs
-        run = _fire(schedule, due_at=latest, trigger=ScheduleRun.Trigger.SCHEDULE, misfire=Schedule.Misfire.SKIP,
-                    missed=earlier + (1 if late else 0), skip=late)
+        misfire, missed, skip = Schedule.Misfire.SKIP, earlier + (1 if late else 0), late
+    run = _fire(schedule, due_at=latest, trigger=ScheduleRun.Trigger.SCHEDULE, misfire=misfire, missed=missed,
+                skip=skip)
     schedule.next_run_at = timing.next_due(schedule, after=max(now, latest))
     fields = ["next_run_at", "updated_at"]
     if run is not None and run.status != ScheduleRun.Status.SKIPPED:
@@ -314,12 +320,8 @@ def schedule_fire(*, schedule: Schedule, now: datetime) -> str:
 
 def _pause_unusable_agents() -> int:
     """Schedules of deleted or disabled agents pause at once, not at their next due time."""
-    now = timezone.now()
-    deleted = Schedule.objects.filter(enabled=True, agent__isnull=True).update(
-        enabled=False, paused_reason=Schedule.Paused.AGENT_DELETED, next_run_at=None, updated_at=now)
-    disabled = Schedule.objects.filter(enabled=True, agent__enabled=False).update(
-        enabled=False, paused_reason=Schedule.Paused.AGENT_DISABLED, next_run_at=None, updated_at=now)
-    return deleted + disabled
+    return (_pause(Schedule.objects.filter(enabled=True, agent__isnull=True), Schedule.Paused.AGENT_DELETED)
+            + _pause(Schedule.objects.filter(enabled=True, agent__enabled=False), Schedule.Paused.AGENT_DISABLED))
 
 
 def schedules_fire_due(*, now: datetime | None = None) -> dict[str, int]:

@@ -20,14 +20,12 @@ from apps.jobs.models import Job
 from apps.opie.agentos.service import AgentOSService
 from apps.opie.agentos.views import page
 from apps.schedules import services, timing
-from apps.schedules.cron import tz_parse
 from apps.schedules.models import Schedule
-from apps.schedules.presenters import run_to_dict
+from apps.schedules.presenters import UNITS, in_zone, interval_parts, run_to_dict
 from apps.schedules.selectors import schedule_get_owned, schedule_list, schedule_runs
 
 PREVIEW_COUNT = 5
 RUNS_SHOWN = 50  # the newest; the whole history is GET /api/v1/agentos/schedules/<id>/runs/
-UNITS = {"s": 1, "min": 60, "h": 3600}
 # digits an interval may have: the services refuse over a year, and this keeps int() (and a
 # datetime's arithmetic) from ever seeing a number too large for them
 INTERVAL_DIGITS = 10
@@ -111,15 +109,14 @@ def _form_context(request: HttpRequest, *, form: dict[str, str]) -> dict[str, An
 def _form_of(schedule: Schedule) -> dict[str, str]:
     """A schedule as the form shows it: its interval in the largest unit that divides it, its
     window as wall-clock times in its timezone."""
-    unit = next(name for name, size in reversed(UNITS.items()) if not (schedule.interval_seconds or 0) % size)
-    tz = tz_parse(schedule.timezone)
+    count, unit = interval_parts(schedule.interval_seconds or 0)
 
     def local(value: datetime | None) -> str:
-        return value.astimezone(tz).replace(tzinfo=None).isoformat(timespec="minutes") if value else ""
+        return in_zone(value, schedule.timezone).replace(tzinfo=None).isoformat(timespec="minutes") if value else ""
 
     return {**FORM_DEFAULTS, "agent_id": schedule.agent_public_id, "name": schedule.name,
             "message": schedule.message, "kind": "cron" if schedule.cron else "interval", "cron": schedule.cron,
-            "interval": str((schedule.interval_seconds or 0) // UNITS[unit]) if schedule.interval_seconds else "",
+            "interval": str(count) if schedule.interval_seconds else "",
             "unit": unit, "timezone": schedule.timezone, "session": schedule.session_public_id,
             "callback_url": schedule.callback_url, "misfire": schedule.misfire,
             "starts_at": local(schedule.starts_at), "ends_at": local(schedule.ends_at)}
@@ -180,7 +177,7 @@ def schedule_edit(request: HttpRequest, schedule_id: str) -> HttpResponse:
     try:
         services.schedule_update(schedule=schedule, **{
             key: value for key, value in _fields(request.POST).items()
-            if value is not None or key in ("cron", "interval_seconds", "starts_at", "ends_at")})
+            if value is not None or key in services.NULLABLE})
     except DomainError as exc:
         return _detail_page(request, schedule, form={**FORM_DEFAULTS, **request.POST.dict()}, form_error=exc.message,
                             status=400 if isinstance(exc, NotFound) else exc.status)

@@ -1,14 +1,13 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django import template
 from django.utils.html import format_html
 
-from apps.schedules.cron import CronError, tz_parse
 from apps.schedules.models import Schedule
-from apps.schedules.presenters import schedule_state
+from apps.schedules.presenters import in_zone, interval_parts, schedule_state
 
 register = template.Library()
 
@@ -24,10 +23,8 @@ def every(seconds: int | None) -> str:
     """An interval in the largest unit that divides it: 900 is "every 15 min"."""
     if not seconds:
         return ""
-    for unit, size in (("h", 3600), ("min", 60)):
-        if seconds % size == 0:
-            return f"every {seconds // size} {unit}"
-    return f"every {seconds} s"
+    count, unit = interval_parts(seconds)
+    return f"every {count} {unit}"
 
 
 @register.filter
@@ -36,10 +33,7 @@ def local_time(value: datetime | None, zone: str) -> str:
     as a <time> with its offset; seconds only when there are some (an interval's times)."""
     if value is None:
         return ""
-    try:
-        local = value.astimezone(tz_parse(zone))
-    except CronError:  # a zone that left the system's tz database: UTC, as the API shows it
-        local = value.astimezone(UTC)
+    local = in_zone(value, zone)
     text = local.strftime("%a %Y-%m-%d %H:%M" + (":%S" if local.second else "") + " %Z")
     return format_html('<time datetime="{}">{}</time>', local.isoformat(), text)
 
