@@ -78,11 +78,23 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} never answered")
 
 
+def _procfile_worker_nice() -> list[str]:
+    """The `nice -n N` the Procfile starts Opie's agents worker with (none if it has none)."""
+    from bench.layout import PROCFILE, parse_procfile
+
+    nice = next((spec.nice for spec in parse_procfile(dict(ENV), PROCFILE) if spec.name == "worker"), None)
+    return ["nice", "-n", str(nice)] if nice else []
+
+
 def worker(name: str, queues: str, pool: str, concurrency: int, app: str = "celery_app") -> subprocess.Popen[bytes]:
-    # Opie's worker as the Procfile runs it (its threads share 20 pooled connections); the naive one unpooled
-    env = {**ENV, "DB_POOL_SIZE": "20"} if app == "celery_app" else ENV
-    proc = start(name, [PY, "-m", "celery", "-A", app, "worker", "--pool", pool, "--concurrency", str(concurrency),
-                        "-Q", queues, "-n", f"{name}@bench", "--without-mingle", "--without-gossip",
+    # Opie's worker as the Procfile runs it (its threads share 20 pooled connections, at the
+    # Procfile's lower CPU priority: the web comes first); the naive one unpooled, at the default priority
+    opie = app == "celery_app"
+    env = {**ENV, "DB_POOL_SIZE": "20"} if opie else ENV
+    nice = _procfile_worker_nice() if opie else []
+    proc = start(name, [*nice, PY, "-m", "celery", "-A", app, "worker", "--pool", pool,
+                        "--concurrency", str(concurrency), "-Q", queues, "-n", f"{name}@bench", "--without-mingle",
+                        "--without-gossip",
                         "--loglevel", "WARNING"], env)
     from celery_app import app as celery
 
@@ -362,7 +374,8 @@ def report(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [f"Machine: {m['cpus']} cores, {m['ram_gb']} GiB, Python {m['python']}, Django {m['django']}, Celery "
              f"{m['celery']}, agno {m['agno']}; {m['date']}{' (quick run)' if r['quick'] else ''}", "",
-             "**Tuned** (1-6): the Procfile's web and one Opie threads worker; no webhooks, no Flower, no beat.", "",
+             "**Tuned** (1-6): the Procfile's web and one Opie threads worker (at the Procfile's `nice -n 10`); "
+             "no webhooks, no Flower, no beat.", "",
              "Scenarios 1-9 submit as one bench user, who stands for many users here, so the per-user cap of fair "
              "sharing is lifted (AGENTOS_USER_MAX_RUNNING=0); scenario 11 measures the cap.", "",
              "| scenario | measure | value |", "|---|---|---|"]

@@ -204,8 +204,8 @@ async def probe(args: argparse.Namespace, jobs: list[str]) -> dict[str, Any]:
     host, _, port = args.url.rpartition(":")
     auth = {"Authorization": f"Bearer {args.token}"}
     gets, sends = Pool(host, int(port), 64, auth), Pool(host, int(port), 64, auth)
-    results: dict[str, dict[str, Any]] = {"get": {"latencies": [], "errors": 0, "statuses": Counter()},
-                                          "send": {"latencies": [], "errors": 0, "statuses": Counter()}}
+    results: dict[str, dict[str, Any]] = {"get": {"latencies": [], "when": [], "errors": 0, "statuses": Counter()},
+                                          "send": {"latencies": [], "when": [], "errors": 0, "statuses": Counter()}}
     examples: list[str] = []
     start = time.perf_counter() + 0.1
 
@@ -232,6 +232,7 @@ async def probe(args: argparse.Namespace, jobs: list[str]) -> dict[str, Any]:
             if len(examples) < 10:
                 examples.append(f"{kind}: {exc.__class__.__name__} {exc}"[:200])
         r["latencies"].append((time.perf_counter() - due) * 1000)
+        r["when"].append(due - start)
 
     calls = [one("get", i, start + i / args.get_rate) for i in range(int(args.duration * args.get_rate))]
     calls += [one("send", i, start + i / args.send_rate) for i in range(int(args.duration * args.send_rate))]
@@ -243,7 +244,10 @@ async def probe(args: argparse.Namespace, jobs: list[str]) -> dict[str, Any]:
         lat = r["latencies"]
         out[kind] = {"requests": len(lat), "errors": r["errors"], "statuses": dict(r["statuses"]),
                      "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99),
-                     "max_ms": max(lat) if lat else None}
+                     "max_ms": max(lat) if lat else None,
+                     # the slowest requests, with when each was due (seconds into the probe): a stall shows as a cluster
+                     "slowest": sorted(([round(t, 2), round(ms, 1)] for t, ms in zip(r["when"], lat)),
+                                       key=lambda pair: -pair[1])[:20]}
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {**out, "error_examples": examples, "cpu_s": usage.ru_utime + usage.ru_stime}
 
