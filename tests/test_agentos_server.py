@@ -23,7 +23,7 @@ from apps.agents.models import Agent
 from apps.chat.models import ChatMessage, ChatSession
 from apps.events.models import JobEvent
 from apps.jobs.models import ActionDecision, Job, JobAction
-from tests.conftest import ROOT, stop_group, wait_for_job, worker_env
+from tests.conftest import ROOT, end_groups, stop_group, wait_for_job, worker_env
 from tests.factories import make_agent, make_token
 
 pytestmark = pytest.mark.worker
@@ -74,8 +74,9 @@ def agentos(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[..., Age
         return started[-1]
 
     yield start
+    end_groups([server.proc for server in started])
     for server in started:
-        server.stop()
+        server.stop()  # closes its log
 
 
 def run(client: httpx.Client, agent_id: str, message: str, **fields: str) -> httpx.Response:

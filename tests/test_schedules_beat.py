@@ -19,7 +19,7 @@ from standardwebhooks import Webhook
 from apps.jobs.models import Job
 from apps.schedules.models import Schedule, ScheduleRun
 from apps.webhooks.services import webhook_secret_get_or_create
-from tests.conftest import ROOT, stop_group, worker_env
+from tests.conftest import ROOT, end_groups, stop_group, worker_env
 from tests.test_metrics import samples, scrape, value
 from tests.webhook_receiver import Receiver
 
@@ -65,8 +65,9 @@ def start_beat(transactional_db: Any, tmp_path: Path) -> Iterator[Any]:
         return beat
 
     yield start
+    end_groups([beat.proc for beat in started])
     for beat in started:
-        beat.stop()
+        beat.stop()  # closes its log
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 from django.db import connection
 
 from apps.jobs.services import message_send
-from tests.conftest import ROOT, stop_group, worker_env
+from tests.conftest import ROOT, end_groups, stop_group, worker_env
 from tests.factories import make_agent
 from workers.execution import execute_message_job
 
@@ -81,8 +81,9 @@ def start_web(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[..., W
         return web
 
     yield start
+    end_groups([web.proc for web in started])
     for web in started:
-        web.stop()
+        web.stop()  # closes its log
 
 
 def hub_connections(pids: list[int]) -> list[dict[str, Any]]:
