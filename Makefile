@@ -54,7 +54,7 @@ chaos: install
 audit:
 	.ci/audit
 
-## bench: every benchmark scenario in one go (about 8 minutes; `make bench ARGS=--quick` for ~1)
+## bench: every benchmark scenario in one go (about 24 minutes; `make bench ARGS=--quick` for ~6, `ARGS=--only=waiters` for one scenario)
 bench: install
 	$(BIN)/python -m bench $(ARGS)
 

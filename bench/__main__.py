@@ -78,23 +78,11 @@ def wait_http(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} never answered")
 
 
-def _procfile_worker_nice() -> list[str]:
-    """The `nice -n N` the Procfile starts Opie's agents worker with (none if it has none)."""
-    from bench.layout import PROCFILE, parse_procfile
-
-    nice = next((spec.nice for spec in parse_procfile(dict(ENV), PROCFILE) if spec.name == "worker"), None)
-    return ["nice", "-n", str(nice)] if nice else []
-
-
 def worker(name: str, queues: str, pool: str, concurrency: int, app: str = "celery_app") -> subprocess.Popen[bytes]:
-    # Opie's worker as the Procfile runs it (its threads share 20 pooled connections, at the
-    # Procfile's lower CPU priority: the web comes first); the naive one unpooled, at the default priority
-    opie = app == "celery_app"
-    env = {**ENV, "DB_POOL_SIZE": "20"} if opie else ENV
-    nice = _procfile_worker_nice() if opie else []
-    proc = start(name, [*nice, PY, "-m", "celery", "-A", app, "worker", "--pool", pool,
-                        "--concurrency", str(concurrency), "-Q", queues, "-n", f"{name}@bench", "--without-mingle",
-                        "--without-gossip",
+    # Opie's worker as the Procfile runs it (its threads share 20 pooled connections); the naive one unpooled
+    env = {**ENV, "DB_POOL_SIZE": "20"} if app == "celery_app" else ENV
+    proc = start(name, [PY, "-m", "celery", "-A", app, "worker", "--pool", pool, "--concurrency", str(concurrency),
+                        "-Q", queues, "-n", f"{name}@bench", "--without-mingle", "--without-gossip",
                         "--loglevel", "WARNING"], env)
     from celery_app import app as celery
 
@@ -374,8 +362,11 @@ def report(r: dict[str, Any]) -> str:
     m = r["machine"]
     lines = [f"Machine: {m['cpus']} cores, {m['ram_gb']} GiB, Python {m['python']}, Django {m['django']}, Celery "
              f"{m['celery']}, agno {m['agno']}; {m['date']}{' (quick run)' if r['quick'] else ''}", "",
-             "**Tuned** (1-6): the Procfile's web and one Opie threads worker (at the Procfile's `nice -n 10`); "
-             "no webhooks, no Flower, no beat.", "",
+             *([f"Re-run on their own after that full run (`--only`), with the code of their day: "
+                f"{', '.join(f'{name} ({at})' for name, at in r['reruns'].items())}; every other figure is the "
+                "full run's.", ""] if r.get("reruns") else []),
+             "**Tuned** (1-6): the Procfile's web and one Opie threads worker (at the default CPU priority, "
+             "not the Procfile's `nice -n 10`); no webhooks, no Flower, no beat.", "",
              "Scenarios 1-9 submit as one bench user, who stands for many users here, so the per-user cap of fair "
              "sharing is lifted (AGENTOS_USER_MAX_RUNNING=0); scenario 11 measures the cap.", "",
              "| scenario | measure | value |", "|---|---|---|"]
@@ -545,14 +536,8 @@ def limits(r: dict[str, Any]) -> str:
         "for the agents worker's 20 pooled connections: an ending that waits past DB_POOL_TIMEOUT is retried "
         "while the job stays "
         "tracked, and the lease watcher renews on a connection of its own, so no finished run is thrown away "
-        "and run again (which is what left long-polls unanswered before). The probe's p99 "
-        f"(GET {w['probe']['get']['p99_ms'] or 0:.0f} ms, send-message {w['probe']['send']['p99_ms'] or 0:.0f} ms, "
-        f"p50 {w['probe']['get']['p50_ms'] or 0:.0f} / {w['probe']['send']['p50_ms'] or 0:.0f} ms) comes from stalls "
-        "of up to a second in a 20 s window. Python's garbage collector caused such stalls (a full collection "
-        "over ~900,000 objects every second or two, 0.5-1 s each, seen with `gc.callbacks`) until the web set "
-        "WEB_GC_THRESHOLDS; with it, a run alone logged no collection over 0.2 s while the probe ran, so the "
-        "rest of the stalls is not found yet. Run alone, the scenario measured GET p99 36, 300, 895 and 2,262 ms "
-        "in four runs (the last one with Python's default thresholds).",
+        "and run again (which is what left long-polls unanswered before). "
+        + _probe_note(w),
         f"- **Tuned overhead (2).** Accepted → succeeded p50 {o['p50_ms']:.1f} ms: API {o['api_p50_ms']:.1f}, queue "
         f"wait {o['queue_wait_p50_ms']:.1f}, worker {o['worker_p50_ms']:.1f} ms (agno run {o['agno_run_p50_ms']:.1f}).",
         f"- **I/O-bound scaling (4).** {s['jobs']} one-second runs took {s['opie_s']:.1f} s on one worker process "
@@ -577,6 +562,23 @@ def web_command(port: int) -> list[str]:
     return spec.argv
 
 
+def _probe_note(w: dict[str, Any]) -> str:
+    """What the held-waiters probe measured, and when it started."""
+    probe, opened = w["probe"], w["opened"]
+    text = (f"The probe (GET p50 / p99 {probe['get']['p50_ms'] or 0:.0f} / {probe['get']['p99_ms'] or 0:.0f} ms, "
+            f"send-message {probe['send']['p50_ms'] or 0:.0f} / {probe['send']['p99_ms'] or 0:.0f} ms) ")
+    if "held_seconds" not in opened:
+        return text + "started once the clients had sent every waiter, while the web was still taking them in."
+    return text + (
+        f"starts once the web holds every waiter (its own opie_open_streams count: {opened['held_seconds']:.1f} s "
+        f"after the first was opened; the clients had sent them all after {opened['seconds']:.1f} s). Started "
+        "as soon as the clients had sent them, as it did before, it queued behind the web taking in the last "
+        "wave: its p99 was 1-4 s, and its slowest requests were all in its first two seconds, each second "
+        "faster than the one before. Taking in a waiter (authentication, the job read, the hub's follow) runs "
+        "on the web's threads like any request, so a burst of thousands of new waiters delays other requests "
+        "for as long as it lasts; held, they cost nothing but memory.")
+
+
 def write_outputs(results: dict[str, Any]) -> str:
     """The JSON, the plot and docs/benchmarks.md from one run's results; returns the table."""
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -593,44 +595,83 @@ def write_outputs(results: dict[str, Any]) -> str:
     return table
 
 
-def main() -> None:
+# the scenarios `--only` may name, in the order a full run takes them ("tuned" is 1-4 on one web)
+SCENARIOS = ("tuned", "pool", "knowledge", "realpath", "waiters", "agentos", "webhooks", "noisy", "usage")
+
+
+def run_tuned(ctx: dict[str, Any], quick: bool, results: dict[str, Any]) -> None:
+    """Scenarios 1-4: the Procfile's web and one Opie threads worker."""
+    port = free_port()
+    NAMED["web"] = start("web", web_command(port))
+    base = f"http://127.0.0.1:{port}"
+    wait_http(f"{base}/healthz")
+    NAMED["worker"] = worker("opie", "agents", "threads", 100)
+    results["enqueue"] = scenario_enqueue(base, ctx, quick)
+    results["overhead"] = scenario_overhead(base, ctx, quick)
+    results["throughput"] = scenario_throughput(base, ctx, quick)
+    stop(NAMED.pop("worker"))
+    results["scaling"] = scenario_scaling(base, ctx, quick)
+    stop(NAMED.pop("web"))
+
+
+def run_scenario(name: str, ctx: dict[str, Any], quick: bool, results: dict[str, Any]) -> None:
     from bench import agentos, noisy, realpath, usage, waiters, webhooks
     from bench.knowledge import scenario_knowledge
 
+    if name == "tuned":
+        run_tuned(ctx, quick, results)
+    elif name == "pool":
+        results["pool"] = scenario_pool(ctx, quick)
+    elif name == "knowledge":
+        results["knowledge"] = scenario_knowledge(ctx, quick, say)
+    elif name == "realpath":
+        results["realpath"] = realpath.scenario_realpath(ctx, quick, say)
+    elif name == "waiters":
+        results["waiters"] = waiters.scenario_waiters(ctx, quick, say)
+    elif name == "agentos":
+        say("9. agno's AgentOS on the same jobs (bench.agentos)")
+        results["agentos"] = agentos.scenario_agentos(ctx, quick, say, count=results["realpath"]["compare"]["jobs"])
+    elif name == "webhooks":
+        results["webhooks"] = webhooks.scenario_webhooks(ctx, quick, say)
+    elif name == "noisy":
+        results["noisy"] = noisy.scenario_noisy(ctx, quick, say)
+    elif name == "usage":
+        say("12. usage reports over 1,000,000 messages' rollup (bench.usage)")
+        results["usage"] = usage.scenario_usage(ctx, quick, say)
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small counts (a few minutes)")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite the plot and docs/benchmarks.md from bench/results/latest.json, running nothing")
+    parser.add_argument("--only", help=f"run these scenarios alone (comma-separated: {', '.join(SCENARIOS)}) and "
+                                       "replace their results in bench/results/latest.json, keeping the others; "
+                                       "the report says which were re-run and when")
     args = parser.parse_args()
     if args.report_only:
         print(write_outputs(json.loads((RESULTS / "latest.json").read_text())))
         return
+    only = [name.strip() for name in args.only.split(",")] if args.only else list(SCENARIOS)
+    unknown = sorted(set(only) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     quick = args.quick
     started = time.monotonic()
+    if args.only:
+        results = json.loads((RESULTS / "latest.json").read_text())
+        if results.get("quick") != quick:
+            parser.error("latest.json is a " + ("quick" if results.get("quick") else "full") + " run: re-run "
+                         "scenarios at the same size (or run them all)")
+    else:
+        results = {"quick": quick, "machine": machine()}
     try:
         ctx = setup()
-        port = free_port()
-        NAMED["web"] = start("web", web_command(port))
-        base = f"http://127.0.0.1:{port}"
-        wait_http(f"{base}/healthz")
-        results: dict[str, Any] = {"quick": quick, "machine": machine()}
-        NAMED["worker"] = worker("opie", "agents", "threads", 100)
-        results["enqueue"] = scenario_enqueue(base, ctx, quick)
-        results["overhead"] = scenario_overhead(base, ctx, quick)
-        results["throughput"] = scenario_throughput(base, ctx, quick)
-        stop(NAMED.pop("worker"))
-        results["scaling"] = scenario_scaling(base, ctx, quick)
-        stop(NAMED.pop("web"))
-        results["pool"] = scenario_pool(ctx, quick)
-        results["knowledge"] = scenario_knowledge(ctx, quick, say)
-        results["realpath"] = realpath.scenario_realpath(ctx, quick, say)
-        results["waiters"] = waiters.scenario_waiters(ctx, quick, say)
-        say("9. agno's AgentOS on the same jobs (bench.agentos)")
-        results["agentos"] = agentos.scenario_agentos(ctx, quick, say, count=results["realpath"]["compare"]["jobs"])
-        results["webhooks"] = webhooks.scenario_webhooks(ctx, quick, say)
-        results["noisy"] = noisy.scenario_noisy(ctx, quick, say)
-        say("12. usage reports over 1,000,000 messages' rollup (bench.usage)")
-        results["usage"] = usage.scenario_usage(ctx, quick, say)
+        for name in SCENARIOS:
+            if name in only:
+                run_scenario(name, ctx, quick, results)
+                if args.only:
+                    results.setdefault("reruns", {})[name] = machine()["date"]
     finally:
         stop_all()
     print(write_outputs(results))
