@@ -23,7 +23,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench.layout import free_port
 from bench.layout import stop_process as stop
@@ -309,7 +309,11 @@ def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
             "python": platform.python_version(), "platform": platform.platform(), "django": django.get_version(),
             "celery": celery.__version__, "agno": getattr(agno, "__version__", "3.1.10"),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "date": now_iso()}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def targets(r: dict[str, Any]) -> list[tuple[str, str, bool]]:
@@ -615,29 +619,28 @@ def run_tuned(ctx: dict[str, Any], quick: bool, results: dict[str, Any]) -> None
 
 
 def run_scenario(name: str, ctx: dict[str, Any], quick: bool, results: dict[str, Any]) -> None:
+    """Run one of SCENARIOS and put its results under its name ("tuned" fills scenarios 1-4's)."""
     from bench import agentos, noisy, realpath, usage, waiters, webhooks
     from bench.knowledge import scenario_knowledge
 
     if name == "tuned":
         run_tuned(ctx, quick, results)
-    elif name == "pool":
-        results["pool"] = scenario_pool(ctx, quick)
-    elif name == "knowledge":
-        results["knowledge"] = scenario_knowledge(ctx, quick, say)
-    elif name == "realpath":
-        results["realpath"] = realpath.scenario_realpath(ctx, quick, say)
-    elif name == "waiters":
-        results["waiters"] = waiters.scenario_waiters(ctx, quick, say)
-    elif name == "agentos":
-        say("9. agno's AgentOS on the same jobs (bench.agentos)")
-        results["agentos"] = agentos.scenario_agentos(ctx, quick, say, count=results["realpath"]["compare"]["jobs"])
-    elif name == "webhooks":
-        results["webhooks"] = webhooks.scenario_webhooks(ctx, quick, say)
-    elif name == "noisy":
-        results["noisy"] = noisy.scenario_noisy(ctx, quick, say)
-    elif name == "usage":
-        say("12. usage reports over 1,000,000 messages' rollup (bench.usage)")
-        results["usage"] = usage.scenario_usage(ctx, quick, say)
+        return
+    runs: dict[str, Callable[[], dict[str, Any]]] = {
+        "pool": lambda: scenario_pool(ctx, quick),
+        "knowledge": lambda: scenario_knowledge(ctx, quick, say),
+        "realpath": lambda: realpath.scenario_realpath(ctx, quick, say),
+        "waiters": lambda: waiters.scenario_waiters(ctx, quick, say),
+        "agentos": lambda: agentos.scenario_agentos(ctx, quick, say, count=results["realpath"]["compare"]["jobs"]),
+        "webhooks": lambda: webhooks.scenario_webhooks(ctx, quick, say),
+        "noisy": lambda: noisy.scenario_noisy(ctx, quick, say),
+        "usage": lambda: usage.scenario_usage(ctx, quick, say),
+    }
+    heading = {"agentos": "9. agno's AgentOS on the same jobs (bench.agentos)",
+               "usage": "12. usage reports over 1,000,000 messages' rollup (bench.usage)"}.get(name)
+    if heading:
+        say(heading)
+    results[name] = runs[name]()
 
 
 def main() -> None:
@@ -671,7 +674,7 @@ def main() -> None:
             if name in only:
                 run_scenario(name, ctx, quick, results)
                 if args.only:
-                    results.setdefault("reruns", {})[name] = machine()["date"]
+                    results.setdefault("reruns", {})[name] = now_iso()
     finally:
         stop_all()
     print(write_outputs(results))
