@@ -471,8 +471,9 @@ def purge_and_settle(user: Any) -> dict[str, int]:
 def standalone_setup(prefix: str) -> dict[str, Any]:
     """For `python -m bench.<module>`: the bench environment, Django, the bench database migrated,
     and the bench user with a token and the agents bench/__main__.py's setup() also makes."""
+    env = bench_environ()  # read before the clear: it keeps the caller's environment (PATH, overrides)
     os.environ.clear()
-    os.environ.update(bench_environ())
+    os.environ.update(env)
     import django
 
     django.setup()
