@@ -17,6 +17,7 @@ from django.conf import settings
 from kombu import Exchange, Queue
 
 from apps.task_routes import QUEUES, celery_task_routes
+from workers.broker import patch_redis_channel
 
 # also registers the pool's remote-control commands here: `celery -A celery_app inspect
 # opie_pool_stats` refuses a command its own process does not know
@@ -24,6 +25,7 @@ from workers.control import PoolStatsStep
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 os.environ.setdefault("AGNO_TELEMETRY", "false")
+patch_redis_channel()  # every process that publishes (the web too), not only workers (workers.broker)
 
 app = Celery("opie", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")

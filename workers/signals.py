@@ -18,12 +18,10 @@ from apps.agents.cancellation import install as install_cancellation
 from apps.agents.providers import reset_http_clients
 from apps.tracing import configure_tracing
 from config.logging import JsonFormatter
-from workers.broker import patch_redis_channel
 from workers.pool import get_pool, prewarm, reset_pool
 from workers.priority import lower_own_group, share_priority
 
 os.environ.setdefault("AGNO_TELEMETRY", "false")
-patch_redis_channel()
 
 
 def configure_agno_logging() -> None:
