@@ -217,6 +217,51 @@ def test_a_run_paused_in_agentos_continues_through_agentos_own_continue_endpoint
     assert nxt.status_code == 200 and nxt.json()["content"] == "Echo #2: next", nxt.text
 
 
+def test_a_paused_run_is_continued_once_however_many_continues_race(agentos, http, user):
+    """While one continue of a paused run is in flight, a second continue of it is a 409
+    `run_continuing` that runs nothing, and so is deciding its action over the Opie API;
+    the run ends once, with one reply. Once the first has ended, the claim is gone."""
+    agent = make_agent(user, tools=["calculator"], tool_policies={"calculator": "approve"},
+                       model_options={"latency_ms": 1500})  # the continued run's model call takes 1.5 s
+    server = agentos()
+    alice = server.client(make_token(user))
+    paused = run(alice, agent.public_id, "/tool calculator 2+2").json()
+    assert paused["status"] == "PAUSED", paused
+    [requirement] = paused["requirements"]
+    run_id, job_id = paused["run_id"], f"job-{paused['run_id']}"[:40]
+    [action] = http.get(f"jobs/{job_id}/").json()["required_action"]["actions"]
+
+    def continue_run() -> httpx.Response:
+        return server.client(make_token(user)).post(f"/agents/{agent.public_id}/runs/{run_id}/continue", data={
+            "tools": json.dumps([{**requirement["tool_execution"], "confirmed": True}]),
+            "session_id": paused["session_id"], "stream": "false"})
+
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(continue_run)
+        deadline = time.monotonic() + 10
+        while Job.objects.get(public_id=job_id).worker != "agentos-continue":
+            assert time.monotonic() < deadline and not first.done(), "the first continue never claimed the run"
+            time.sleep(0.02)
+        second = continue_run()
+        decided = http.post(f"jobs/{job_id}/actions/",
+                            json={"decisions": [{"action_id": action["id"], "approved": True}]})
+        assert not first.done(), "the race was not a race: the first continue had ended"
+        first = first.result()
+
+    assert second.status_code == 409, second.text
+    assert second.json()["error"]["code"] == "run_continuing"
+    assert decided.status_code == 409, decided.content
+    assert decided.json()["error"]["code"] == "run_continuing"
+    assert first.status_code == 200, first.text
+    assert first.json()["content"] == "calculator returned: 4"
+    ended = Job.objects.get(public_id=job_id)
+    assert (ended.status, ended.worker, ended.lease_expires_at) == ("succeeded", "agentos", None)
+    assert ChatMessage.objects.filter(job=ended, role=ChatMessage.Role.ASSISTANT).count() == 1
+    assert ActionDecision.objects.filter(action__job=ended).count() == 1
+    assert list(JobEvent.objects.filter(job=ended).order_by("seq").values_list("type", flat=True)) == [
+        "job.action_required", "job.succeeded"]
+
+
 def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
     events, name = [], ""
     for line in response.text.splitlines():

@@ -162,6 +162,10 @@ def job_actions_decide(*, user: AbstractBaseUser, job_id: str, decisions: object
     parsed = decisions_parse(decisions)
     job, override = job_get_for_decision(user=user, job_id=job_id)
     job = Job.objects.select_for_update().get(pk=job.pk)  # decisions on one job one at a time
+    if job.status == Job.Status.REQUIRES_ACTION and job.lease_expires_at and job.lease_expires_at > timezone.now():
+        # agno's AgentOS is continuing this run with the decisions of its own request
+        raise DomainError("run_continuing", "This run is being continued in AgentOS; try again when it has "
+                          "paused again or ended.", status=409)
     actions = {a.public_id: a for a in JobAction.objects.filter(job=job, public_id__in=[d.action_id for d in parsed])}
     for decision in parsed:
         if decision.action_id not in actions:

@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps import metrics
@@ -192,6 +193,36 @@ def message_record(*, user: AbstractBaseUser, agent: Agent, session: ChatSession
     if succeeded:  # last: the user's rollup row stays locked only for the commit (apps.usage)
         usage_record(job=job, metrics=metrics or {}, tool_calls=tool_calls or [])
     return job
+
+
+# `Job.worker` of a paused AgentOS run while a continue of it is in flight
+CONTINUING = "agentos-continue"
+
+
+def agentos_continue_claim(*, user: AbstractBaseUser, run_id: str) -> bool | None:
+    """Before AgentOS's continue endpoint goes on with the user's paused run: True when
+    this request may continue it, False when it must not (another continue of it is in
+    flight, or it was decided over the Opie API and is queued or running in a worker),
+    None when there is no such unfinished run of the user's (agno answers that itself).
+
+    The claim is the `requires_action` job's lease, taken by one conditional UPDATE, so
+    of two continues of the same run only one runs its tools. It lasts a job's timeout
+    (AGENTOS_JOB_TIMEOUT) at most: a server that died mid-continue does not hold it for
+    ever. `agentos_continue_release` gives it back when the request ends."""
+    now = timezone.now()
+    job_id = _agentos_job_id(run_id)
+    free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
+    if Job.objects.filter(free, public_id=job_id, owner=user, status=Job.Status.REQUIRES_ACTION).update(
+            lease_expires_at=now + timedelta(seconds=settings.AGENTOS_JOB_TIMEOUT), worker=CONTINUING):
+        return True
+    unfinished = (Job.Status.REQUIRES_ACTION, Job.Status.QUEUED, Job.Status.RUNNING)
+    return False if Job.objects.filter(public_id=job_id, owner=user, status__in=unfinished).exists() else None
+
+
+def agentos_continue_release(*, run_id: str) -> None:
+    """The continue request ended (the run finished, paused again or failed): its claim goes."""
+    Job.objects.filter(public_id=_agentos_job_id(run_id), worker=CONTINUING).update(lease_expires_at=None,
+                                                                                  worker="agentos")
 
 
 def _agentos_job_id(run_id: str) -> str:

@@ -9,7 +9,11 @@ those one user may use) with `DjangoSessionDb` as its storage, and wraps it in
 * an agent the token's user may not use is a 404 on `/agents/<id>/...` and is
   left out of `GET /agents` and `GET /config`;
 * the user id agno records is the token's user, whatever the client sends, and
-  sessions are read and written only as that user (see `agno_db`).
+  sessions are read and written only as that user (see `agno_db`);
+* `POST /agents/<id>/runs/<run_id>/continue` of a paused run claims it first
+  (`agentos_continue_claim`): a second continue of the same run while the first
+  is in flight, or one of a run already decided over the Opie API, is a 409
+  `run_continuing`, so its tools run once.
 
 Agents are built when the server starts; an edited agent is picked up on the
 next start (or at once with `--reload`).
@@ -30,12 +34,14 @@ from apps.accounts.services import api_token_authenticate
 from apps.agents.builder import agent_from_parts, build_parts
 from apps.agents.models import Agent
 from apps.agents.selectors import agent_list_visible
+from apps.jobs.services import agentos_continue_claim, agentos_continue_release
 from apps.opie.agentos.agno_db import DjangoSessionDb, current_user, in_db_thread
 
 logger = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/health"})
 AGENT_PATH = re.compile(r"^/agents/([^/]+)")
+CONTINUE_PATH = re.compile(r"^/agents/[^/]+/runs/([^/]+)/continue/?$")
 FILTERED_LISTS = {"/agents": None, "/config": "agents"}  # path -> key of the agent list (None: the body)
 
 Scope = dict[str, Any]
@@ -88,6 +94,15 @@ class TokenAuthMiddleware:
             await _json_error(send, 404, "not_found", "agent not found.")
             return
         scope.setdefault("state", {})["user_id"] = str(user.pk)  # agno records this user, not a client's
+        continuing = CONTINUE_PATH.match(scope["path"]) if scope.get("method") == "POST" else None
+        run_id = continuing.group(1) if continuing else ""
+        claimed = None
+        if run_id:
+            claimed = await in_db_thread(agentos_continue_claim)(user=user, run_id=run_id)
+            if claimed is False:
+                await _json_error(send, 409, "run_continuing", "This run is being continued by another request, "
+                                  "or was decided over the Opie API; it runs its tools once.")
+                return
         reset = current_user.set(user)
         try:
             if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] in FILTERED_LISTS:
@@ -96,6 +111,8 @@ class TokenAuthMiddleware:
                 await self.app(scope, receive, send)
         finally:
             current_user.reset(reset)
+            if claimed:
+                await in_db_thread(agentos_continue_release)(run_id=run_id)
 
 
 def _filtering(send: Send, visible: set[str], key: str | None) -> Send:
