@@ -173,11 +173,22 @@ def test_the_leap_day_is_valid_and_fires_only_in_leap_years() -> None:
         "2028-02-29 00:00+00:00", "2032-02-29 00:00+00:00", "2036-02-29 00:00+00:00"]
 
 
-def test_a_rare_combination_is_valid_but_none_when_more_than_five_years_away() -> None:
-    cron = cron_parse("0 0 */31 2 1")  # 1 February when it is a Monday: 2027, then 2038
+def test_a_rare_combination_is_valid_and_always_has_a_next_time() -> None:
+    cron = cron_parse("0 0 */31 2 1")  # 1 February when it is a Monday: 2027, 2038, 2044, 2049, 2055
     assert cron_next(cron, after=utc(2027, 1, 1), tz=UTC_ZONE) == utc(2027, 2, 1)
-    assert cron_next(cron, after=utc(2027, 2, 2), tz=UTC_ZONE) is None
-    assert cron_next(cron, after=utc(2033, 3, 1), tz=UTC_ZONE) == utc(2038, 2, 1)
+    assert cron_next(cron, after=utc(2027, 2, 2), tz=UTC_ZONE) == utc(2038, 2, 1)  # 11 years on
+    assert cron_times(cron, after=utc(2027, 2, 2), tz=UTC_ZONE, count=4) == [
+        utc(2038, 2, 1), utc(2044, 2, 1), utc(2049, 2, 1), utc(2055, 2, 1)]
+
+
+@pytest.mark.parametrize("weekday", range(7))
+def test_any_date_on_any_weekday_has_a_next_time_from_any_day(weekday: int) -> None:
+    """What cron_parse accepts has a next time: 28 years hold every date on every weekday."""
+    cron = cron_parse(f"0 0 */28 2 {weekday}")  # February 1 or 29 on that weekday
+    for year in range(2026, 2034):
+        upcoming = cron_next(cron, after=utc(year, 3, 1), tz=UTC_ZONE)
+        assert upcoming is not None and upcoming.month == 2 and upcoming.day in (1, 29)
+        assert (upcoming.weekday() + 1) % 7 == weekday
 
 
 def test_both_day_fields_restricted_match_when_either_does() -> None:
@@ -235,7 +246,8 @@ def test_cron_times_returns_count_increasing_times_for_a_preview() -> None:
     found = cron_times(cron, after=utc(2027, 1, 1), tz=PARIS, count=5)
     assert found == [utc(2027, 1, 1, 0, m) for m in (10, 20, 30, 40, 50)]
     assert cron_times(cron, after=utc(2027, 1, 1), tz=PARIS, count=0) == []
-    assert len(cron_times(cron_parse("0 0 */31 2 1"), after=utc(2027, 1, 1), tz=UTC_ZONE, count=3)) == 1
+    assert cron_times(cron_parse("0 0 */31 2 1"), after=utc(2027, 1, 1), tz=UTC_ZONE, count=3) == [
+        utc(2027, 2, 1), utc(2038, 2, 1), utc(2044, 2, 1)]  # years apart, still a full preview
 
 
 def test_a_leap_day_is_found_four_years_on() -> None:

@@ -27,7 +27,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 # cron(8) treats a clock set back by less than this as a repeated time; a naive time this far
 # from an instant cannot map to an instant on the other side of it (offsets change by less)
 FOLD_WINDOW = timedelta(hours=3)
-HORIZON_YEARS = 5
+# how far ahead the next time is looked for: 28 years hold every date on every weekday
+# (1901-2099), so an expression that cron_parse accepts always has a next time; a rare
+# one such as "0 0 29 2 1" (February 29 that is a Monday) fires next up to 28 years on
+HORIZON_YEARS = 28
 ZERO = timedelta(0)
 MACROS = {
     "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
