@@ -14,6 +14,7 @@ import pytest
 
 from apps.accounts.models import UserQuota
 from apps.chat.models import ChatMessage, ChatSession
+from apps.jobs.dispatch import jobs_admit
 from apps.jobs.models import Job
 from apps.jobs.services import message_send
 from tests.conftest import wait_for_job
@@ -114,6 +115,29 @@ def test_a_sessions_order_comes_before_priority_and_the_window(http, start_worke
     transcript = http.get(f"sessions/{first['session_id']}/").json()["messages"]
     assert [m["content"] for m in transcript if m["role"] == "assistant"] == [f"Echo #{i}: m{i}" for i in range(1, 7)]
     assert Job.objects.filter(public_id__in=others, status="succeeded").count() == 6
+
+
+def test_admission_holds_a_message_back_until_the_earlier_one_of_its_session_has_ended(user, settings):
+    """The admitting statement itself, with no worker running: a session's next message
+    is not admitted while an earlier one is unfinished, however high its priority and
+    however much room the window has; another session's message is. Once the earlier
+    one has ended, the next admission takes it."""
+    settings.AGENTOS_USER_MAX_RUNNING = 20
+    agent = make_agent(user)
+    first = message_send(user=user, agent=agent, message="m1")
+    second = message_send(user=user, agent=agent, message="m2", session=first.session, priority="high")
+    other = message_send(user=user, agent=agent, message="o1")
+
+    def admitted() -> set[str]:
+        return set(Job.objects.filter(enqueued_at__isnull=False).values_list("public_id", flat=True))
+
+    assert admitted() == {first.public_id, other.public_id}
+    assert jobs_admit(owner_id=user.pk) == 0
+    assert second.public_id not in admitted()
+
+    Job.objects.filter(pk=first.pk).update(status=Job.Status.SUCCEEDED)
+    assert jobs_admit(owner_id=user.pk) == 1
+    assert admitted() == {first.public_id, second.public_id, other.public_id}
 
 
 @pytest.mark.parametrize("where", ["user", "everyone"])
