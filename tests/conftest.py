@@ -22,6 +22,17 @@ from tests.factories import make_agent, make_token, make_user
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """pytest-django's test database, and before it is dropped, the end of every other
+    session on it: the ASGI live server runs views on executor threads of this process,
+    and their connections outlive it (DROP DATABASE refuses while one is open)."""
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _clean_broker() -> None:
     """The tests' Redis database starts empty: no message from an earlier run leaks in."""
