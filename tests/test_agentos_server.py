@@ -23,6 +23,7 @@ from apps.agents.models import Agent
 from apps.chat.models import ChatMessage, ChatSession
 from apps.events.models import JobEvent
 from apps.jobs.models import ActionDecision, Job, JobAction
+from apps.jobs.services import CONTINUING
 from tests.conftest import ROOT, end_groups, stop_group, wait_for_job, worker_env
 from tests.factories import make_agent, make_token
 
@@ -239,7 +240,7 @@ def test_a_paused_run_is_continued_once_however_many_continues_race(agentos, htt
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(continue_run)
         deadline = time.monotonic() + 10
-        while Job.objects.get(public_id=job_id).worker != "agentos-continue":
+        while Job.objects.get(public_id=job_id).worker != CONTINUING:
             assert time.monotonic() < deadline and not first.done(), "the first continue never claimed the run"
             time.sleep(0.02)
         second = continue_run()

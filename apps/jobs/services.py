@@ -197,6 +197,8 @@ def message_record(*, user: AbstractBaseUser, agent: Agent, session: ChatSession
 
 # `Job.worker` of a paused AgentOS run while a continue of it is in flight
 CONTINUING = "agentos-continue"
+# the fields a claim set, as they are once it is over (the run recorded, or the request ended)
+_UNCLAIMED: dict[str, Any] = {"lease_expires_at": None, "worker": "agentos"}
 
 
 def agentos_continue_claim(*, user: AbstractBaseUser, run_id: str) -> bool | None:
@@ -208,21 +210,23 @@ def agentos_continue_claim(*, user: AbstractBaseUser, run_id: str) -> bool | Non
     The claim is the `requires_action` job's lease, taken by one conditional UPDATE, so
     of two continues of the same run only one runs its tools. It lasts a job's timeout
     (AGENTOS_JOB_TIMEOUT) at most: a server that died mid-continue does not hold it for
-    ever. `agentos_continue_release` gives it back when the request ends."""
+    ever. Recording the continued run's end or next pause gives it back in the same
+    transaction, before AgentOS answers; `agentos_continue_release` does when the
+    request ends without either."""
     now = timezone.now()
     job_id = _agentos_job_id(run_id)
     free = Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)
     if Job.objects.filter(free, public_id=job_id, owner=user, status=Job.Status.REQUIRES_ACTION).update(
             lease_expires_at=now + timedelta(seconds=settings.AGENTOS_JOB_TIMEOUT), worker=CONTINUING):
         return True
-    unfinished = (Job.Status.REQUIRES_ACTION, Job.Status.QUEUED, Job.Status.RUNNING)
-    return False if Job.objects.filter(public_id=job_id, owner=user, status__in=unfinished).exists() else None
+    unfinished = Job.objects.filter(public_id=job_id, owner=user).exclude(status__in=Job.TERMINAL)
+    return False if unfinished.exists() else None
 
 
 def agentos_continue_release(*, run_id: str) -> None:
-    """The continue request ended (the run finished, paused again or failed): its claim goes."""
-    Job.objects.filter(public_id=_agentos_job_id(run_id), worker=CONTINUING).update(lease_expires_at=None,
-                                                                                  worker="agentos")
+    """The continue request ended: a claim its run's record did not give back goes (the run failed
+    before agno saved it, or the client went away)."""
+    Job.objects.filter(public_id=_agentos_job_id(run_id), worker=CONTINUING).update(**_UNCLAIMED)
 
 
 def _agentos_job_id(run_id: str) -> str:
@@ -291,7 +295,7 @@ def message_record_paused(*, user: AbstractBaseUser, agent: Agent, session: Chat
             return job  # the same pause saved again
         pause_settle(job=job, user=user, calls=calls or {}, now=now)
     number = job.pauses + 1
-    Job.objects.filter(pk=job.pk).update(pauses=number)
+    Job.objects.filter(pk=job.pk).update(pauses=number, **_UNCLAIMED)  # a continue that paused again is over
     job.pauses = number
     pause_record(job=job, number=number, run_state=run_state, actions=actions, now=now)
     job_status_changed(job=job)  # `job.action_required`, with the pending actions in its data
@@ -317,7 +321,8 @@ def message_record_end(*, user: AbstractBaseUser, agent: Agent, session: ChatSes
     pause_settle(job=job, user=user, calls=calls or {}, now=now)
     succeeded = reply is not None
     ended: dict[str, Any] = dict(status=Job.Status.SUCCEEDED if succeeded else Job.Status.FAILED, finished_at=now,
-                                 error_code="" if succeeded else "model_error", error_message=error[:4000])
+                                 error_code="" if succeeded else "model_error", error_message=error[:4000],
+                                 **_UNCLAIMED)
     if reply is not None:
         ended["result"] = _agentos_reply(job=job, reply=reply, tool_calls=tool_calls, metrics=metrics)
     Job.objects.filter(pk=job.pk).update(**ended)
