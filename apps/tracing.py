@@ -150,11 +150,16 @@ async def asgi_request(scope: dict[str, Any], receive: Any, send: Any, handle: C
 
 def name_request_span(request: Any) -> None:
     """`<method> <route>` (e.g. `POST api/v1/agentos/send-message/`), once the URL is resolved."""
-    span = trace.get_current_span()
     match = getattr(request, "resolver_match", None)
-    if span.is_recording() and match is not None and match.route:
-        span.update_name(f"{request.method} {match.route}")
-        span.set_attribute("http.route", match.route)
+    if match is not None and match.route:
+        name_span(request.method, match.route)
+
+
+def name_span(method: str, route: str) -> None:
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.update_name(f"{method} {route}")
+        span.set_attribute("http.route", route)
 
 
 # --- the job's trace --------------------------------------------------------------------------------------

@@ -19,6 +19,10 @@ CONN_MAX_AGE), and the per-request `close_old_connections` and `reset_queries`
 receivers, which would only act on whichever pool thread the signal happened
 to run on (and cost a hop to one), are disconnected. Django's middleware runs
 on the event loop for requests an async view answers (apps.opie.middleware).
+
+A poll of a job's status by its owner (`GET jobs/<id>/`, the request clients
+repeat most) is answered by `apps.api.fastpath` in one call on those threads,
+without the middleware stack; any other case of it takes the full stack.
 """
 from __future__ import annotations
 
@@ -37,13 +41,14 @@ from django.core import signals
 from django.core.handlers.asgi import ASGIHandler
 from django.db import close_old_connections, connections, reset_queries
 
-from apps.tracing import asgi_request, configure_tracing, current_trace_id, name_request_span
+from apps.tracing import asgi_request, configure_tracing, current_trace_id, name_request_span, name_span
 from config.logging import log_context
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application() does first
 
 from apps import metrics  # noqa: E402  (reads the settings: after setup)
+from apps.api import fastpath  # noqa: E402
 
 
 def release_connections() -> None:
@@ -88,8 +93,19 @@ class OpieASGIHandler(ASGIHandler):
         if loop not in self._loops:  # `sync_to_async(thread_sensitive=False)` runs there too
             loop.set_default_executor(self.threads)
             self._loops.add(loop)
+        await asgi_request(scope, receive, send, self.serve)  # in its trace's server span (apps.tracing)
+
+    async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if (job_id := fastpath.job_id_of(scope)) is not None:  # a poll: one call on a thread, or the full stack
+            answer = await asyncio.get_running_loop().run_in_executor(self.threads, fastpath.job_status, scope, job_id)
+            if answer is not None:
+                name_span("GET", fastpath.ROUTE)
+                body, headers = answer
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
         async with ThreadSensitiveContext(executor=self.threads):
-            await asgi_request(scope, receive, send, self.handle)  # in its trace's server span (apps.tracing)
+            await self.handle(scope, receive, send)
 
     async def get_response_async(self, request: Any) -> Any:
         # the request's lines carry its trace id, as a job's lines do in the worker (none when tracing is off)
