@@ -78,6 +78,7 @@ def test_what_the_short_path_does_not_take_is_the_full_stacks_own_error(live_ser
     cases = {
         "no token": ({}, 401, "unauthorized"),
         "not a token": ({"Authorization": "Bearer opie_nothing"}, 401, "unauthorized"),
+        "a token after two spaces": ({"Authorization": f"Bearer  {owner_token}"}, 401, "unauthorized"),
         "someone else's job": ({"Authorization": f"Bearer {stranger_token}"}, 404, "job_not_found"),
     }
     for name, (headers, status, code) in cases.items():

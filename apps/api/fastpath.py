@@ -31,8 +31,9 @@ from django.middleware.security import SecurityMiddleware
 
 from apps.accounts.services import api_token_authenticate
 from apps.api.api import api
+from apps.api.auth import BearerToken
 from apps.api.schemas import JobOut
-from apps.common import DomainError
+from apps.common import DomainError, agentos_enabled_check
 from apps.opie.agentos.service import AgentOSService
 
 PATH = re.compile(r"/api/v1/agentos/jobs/(job-[0-9a-f]{12})/")
@@ -49,21 +50,23 @@ def job_id_of(scope: dict[str, Any]) -> str | None:
 
 def job_status(scope: dict[str, Any], job_id: str) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
     """(body, headers) of the 200 the API would give, or None to leave the request to it. Sync: on a web thread."""
-    if not settings.AGENTOS_ENABLED or _request_dependent():
+    if _request_dependent():
         return None
     headers = dict(scope["headers"])
     if not _host_allowed(headers.get(b"host", b"").decode("latin-1")):
         return None
+    # split as ninja's HttpBearer splits it: "Bearer <token>", the token as it stands
     scheme, _, raw = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-    if scheme.lower() != "bearer" or not (token := api_token_authenticate(raw=raw.strip())):
+    if scheme.lower() != BearerToken.openapi_scheme or not (token := api_token_authenticate(raw=raw)):
         return None
     try:
+        agentos_enabled_check()
         job = AgentOSService(token.user).get_job(job_id)
-    except DomainError:  # someone else's or no such job: the API's 404
+    except DomainError:  # the integration off, someone else's or no such job: the API's 503 or 404
         return None
     body = api.renderer.render(None, JobOut.model_validate(job).model_dump(),  # type: ignore[arg-type]
-                               response_status=200)
-    return body.encode(), [(b"content-length", str(len(body.encode())).encode()), *_headers(*_header_settings())]
+                               response_status=200).encode()
+    return body, [(b"content-length", str(len(body)).encode()), *_headers(*_header_settings())]
 
 
 def _request_dependent() -> bool:
