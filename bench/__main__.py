@@ -546,6 +546,7 @@ def limits(r: dict[str, Any]) -> str:
         f"wait {o['queue_wait_p50_ms']:.1f}, worker {o['worker_p50_ms']:.1f} ms (agno run {o['agno_run_p50_ms']:.1f}).",
         f"- **I/O-bound scaling (4).** {s['jobs']} one-second runs took {s['opie_s']:.1f} s on one worker process "
         "(server timestamps); scenario 9 times the same jobs on the client's clock beside agno's AgentOS.",
+        *_agentos_threads_note(r.get("agentos", {})),
         f"- **Warm vs cold (5).** A cold build ({p['cold_p50_us']:.0f} µs) reads the agent row and builds its "
         f"provider client and tools; a warm checkout ({p['warm_p50_us']:.0f} µs) makes a fresh agno `Agent` over "
         "the warm parts.",
@@ -556,6 +557,23 @@ def limits(r: dict[str, Any]) -> str:
         lines += noisy.limits_text(r["noisy"])
     lines += ["", "How these were found: py-spy (`--gil`) on the web and worker processes during 7a (`make profile`)."]
     return "\n".join(lines) + "\n"
+
+
+def _agentos_threads_note(a: dict[str, Any]) -> list[str]:
+    """agentos_start before and after its storage left sync_to_async's single thread (9)."""
+    if "agentos_start_one_thread" not in a or "agentos_start" not in a:
+        return []
+    one, many = a["agentos_start_one_thread"], a["agentos_start"]
+    faster = "one thread was faster" if one["wall_s"] < many["wall_s"] else f"{many['db_threads']} threads were faster"
+    return [f"- **agentos_start's storage threads (9).** The same {a['runs']} × 1 s runs took {one['wall_s']:.2f} s "
+            f"with every storage call on one thread (as sync_to_async's default `thread_sensitive=True` ran them "
+            f"before) and {many['wall_s']:.2f} s on {many['db_threads']} threads (AGENTOS_SERVER_DB_THREADS); server "
+            f"CPU {one['server_cpu_s']:.1f} → {many['server_cpu_s']:.1f} s, PostgreSQL {one['postgres_cpu_s']:.1f} → "
+            f"{many['postgres_cpu_s']:.1f} s. On this quiet machine {faster}: the server is one process whose event "
+            "loop, agno's run code and every storage thread share one GIL, and each thread holds a PostgreSQL "
+            "connection of its own. What the threads are for is a storage call that waits (a row lock, a slow "
+            "database): on one thread it holds up every other run's reads and writes "
+            "(tests/test_agentos_server.py)."]
 
 
 def web_command(port: int) -> list[str]:

@@ -24,6 +24,10 @@ tables are not measured.
   4), and streamed also at agno's default cap, 32.
 * `manage.py agentos_start`: agno's AgentOS over the Django chat tables
   (DjangoSessionDb), runs posted with `stream=false`, its synchronous mode.
+  Twice, one server each: with its storage calls on one thread
+  (AGENTOS_SERVER_DB_THREADS=1, how sync_to_async's default
+  `thread_sensitive=True` ran every one of them before), then on its default
+  16 threads; scenario 9's comparison takes the second.
 """
 from __future__ import annotations
 
@@ -162,20 +166,30 @@ def agno_durable(mode: str, count: int, connections: int, cap: int | None,
     return result
 
 
-def agentos_start(ctx: dict[str, Any], count: int, connections: int, say: Callable[[str], None]) -> dict[str, Any]:
-    say(f"9. manage.py agentos_start (DjangoSessionDb), stream=false: {count} runs, {connections} connections")
+def agentos_start(ctx: dict[str, Any], count: int, connections: int, say: Callable[[str], None],
+                  db_threads: int | None = None) -> dict[str, Any]:
+    """`db_threads`: AGENTOS_SERVER_DB_THREADS for the server (its default when None); 1 is how
+    its storage ran before, every call on sync_to_async's one default thread."""
+    threads = f", {db_threads} storage thread{'s' if db_threads != 1 else ''}" if db_threads else ""
+    say(f"9. manage.py agentos_start (DjangoSessionDb), stream=false{threads}: {count} runs, "
+        f"{connections} connections")
     port = free_port()
     name = "agentos-start"
     # Opie's AgentOS as the bench user, who stands for many users: the per-user cap lifted (scenario 11 measures it)
+    env = {**os.environ, **ONE_USER_FOR_MANY, **({"AGENTOS_SERVER_DB_THREADS": str(db_threads)} if db_threads else {})}
     proc = _start(name, [PY, "manage.py", "agentos_start", "--port", str(port), "--user-id", str(ctx["user"].pk)],
-                  {**os.environ, **ONE_USER_FOR_MANY})
+                  env)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_health(url, proc, name)
-        return _measure(proc, lambda n, c: _client("sync", url, ctx["slow"], n, c, ctx["token"]),
-                        count, connections)
+        result = _measure(proc, lambda n, c: _client("sync", url, ctx["slow"], n, c, ctx["token"]),
+                          count, connections)
     finally:
         stop_process(proc)
+    from django.conf import settings
+
+    result["db_threads"] = db_threads or settings.AGENTOS_SERVER_DB_THREADS
+    return result
 
 
 def scenario_agentos(ctx: dict[str, Any], quick: bool, say: Callable[[str], None], count: int | None = None,
@@ -186,6 +200,8 @@ def scenario_agentos(ctx: dict[str, Any], quick: bool, say: Callable[[str], None
         result["durable"] = [agno_durable(mode, count, count, cap, say)
                              for mode, cap in (("poll", count), ("stream", count), ("stream", None))]
     if only in (None, "agentos_start"):
+        # before and after its storage left sync_to_async's single thread: the same runs, one server each
+        result["agentos_start_one_thread"] = agentos_start(ctx, count, count, say, db_threads=1)
         result["agentos_start"] = agentos_start(ctx, count, count, say)
     return result
 
@@ -207,8 +223,14 @@ def report_rows(result: dict[str, Any]) -> list[str]:
         seen = f"polled every {r['poll_s']:g} s ({r['polls']} polls)" if r["mode"] == "poll" \
             else "stream=true (its events tailed)"
         rows.append(f"| agno durable queue (PostgresDb), background=true, {seen}, {cap} | {_cells(r)} |")
-    if "agentos_start" in result:
-        rows.append(f"| manage.py agentos_start (Django storage), stream=false | {_cells(result['agentos_start'])} |")
+    for key, when in (("agentos_start_one_thread", "before: every storage call on one thread, as "
+                                                   "sync_to_async's default ran them"), ("agentos_start", "")):
+        if key in result:
+            r = result[key]
+            threads = f"{r['db_threads']} storage thread{'s' if r['db_threads'] != 1 else ''}" if "db_threads" in r \
+                else "its storage threads"
+            rows.append(f"| manage.py agentos_start (Django storage), stream=false, {threads}"
+                        f"{f' ({when})' if when else ''} | {_cells(r)} |")
     title = f"9. AgentOS, {n} × 1 s runs, each its own session; client clock, first submit → last completion"
     return [f"| {title if i == 0 else ''} {row}" for i, row in enumerate(rows)]
 

@@ -420,6 +420,37 @@ def test_storage_calls_overlap_on_threads_of_their_own_as_the_request_user(user)
     assert [seen_user for _, seen_user in seen] == [user] * 4
 
 
+def test_the_storage_threads_are_as_many_as_the_setting_says(settings, monkeypatch):
+    """AGENTOS_SERVER_DB_THREADS bounds the calls in flight: with 2, four calls held
+    open at once run two at a time, on two threads."""
+    from apps.opie.agentos import agno_db
+
+    settings.AGENTOS_SERVER_DB_THREADS = 2
+    monkeypatch.setattr(agno_db, "_executor", None)  # built afresh from the setting, the server's own restored after
+    in_flight, most = 0, 0
+    lock = threading.Lock()
+
+    def storage_call() -> int:
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        time.sleep(0.2)
+        with lock:
+            in_flight -= 1
+        return threading.get_ident()
+
+    async def four_runs() -> list[int]:
+        return await asyncio.gather(*(agno_db.in_db_thread(storage_call)() for _ in range(4)))
+
+    try:
+        threads = asyncio.run(four_runs())
+    finally:
+        if agno_db._executor is not None:
+            agno_db._executor.shutdown(wait=False)
+    assert most == 2 and len(set(threads)) == 2
+
+
 def test_a_storage_thread_closes_a_connection_that_broke_or_outlived_its_age(transactional_db, monkeypatch):
     """The storage threads outlive requests, so each call ends as a Django request
     does: a connection that errored and no longer works, or that is older than

@@ -17,6 +17,7 @@ from django.dispatch import receiver
 from apps.agents.cancellation import install as install_cancellation
 from apps.agents.providers import reset_http_clients
 from apps.tracing import configure_tracing
+from apps.webhooks.client import webhook_http_client
 from config.logging import JsonFormatter
 from workers.pool import get_pool, prewarm, reset_pool
 from workers.priority import lower_own_group, share_priority
@@ -36,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 
 def _prewarm() -> None:
+    """The agents most recently used, and the webhook client: its TLS context and the HTTP
+    modules it loads cost tens of milliseconds under the GIL, paid here rather than by the
+    first job that ends with a webhook, while every other run thread waits."""
     try:
         built = prewarm(get_pool(), settings.AGENTOS_POOL_PREWARM)
         logger.info("pool prewarmed with %d agents", built)
@@ -43,6 +47,7 @@ def _prewarm() -> None:
         logger.warning("pool prewarm failed", exc_info=True)
     finally:
         connection.close()
+    webhook_http_client(timeout=float(settings.AGENTOS_WEBHOOK_TIMEOUT))
 
 
 def _say_as_json(msg: str, f: Any = sys.__stderr__) -> None:

@@ -75,6 +75,9 @@ AGENTOS_POOL_PREWARM = env_int("AGENTOS_POOL_PREWARM", 20)
 # database connection for the model call and at its end, so connections stay
 # bounded however many runs wait on models.
 AGENTOS_DB_CONNECTIONS_PER_WORKER = env_int("AGENTOS_DB_CONNECTIONS_PER_WORKER", 20)
+# agentos_start: threads for its database work (agno's session reads and writes, token
+# checks), so concurrent runs' storage calls overlap; 1 runs them one after another.
+AGENTOS_SERVER_DB_THREADS = env_int("AGENTOS_SERVER_DB_THREADS", 16)
 # Model HTTP timeout, seconds.
 AGENTOS_MODEL_TIMEOUT = env_float("AGENTOS_MODEL_TIMEOUT", 120.0)
 # Connections per provider endpoint per worker process (its agents share them):

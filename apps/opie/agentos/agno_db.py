@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable, ParamSpec, TypeVar
 
@@ -37,6 +38,7 @@ from agno.db.base import AsyncBaseDb, SessionType
 from agno.run.base import RunStatus
 from agno.session.agent import AgentSession
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import close_old_connections, transaction
 
 from apps.agents.selectors import agent_get_visible
@@ -54,15 +56,26 @@ current_user: contextvars.ContextVar[Any] = contextvars.ContextVar("opie_agentos
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# The server's database calls in flight at once. Django connections are per
-# thread, so this also bounds the PostgreSQL connections AgentOS holds: each
-# thread keeps one for DB_CONN_MAX_AGE as a web thread does (with DB_POOL_SIZE,
-# hands it back to the pool after each call). 4, 16 and 64 threads served 200
-# concurrent runs in about the same time on two cores, bound by CPU. Its own
-# pool, not the loop's default executor: agno runs sync tools there
-# (asyncio.to_thread), and they must not hold up session reads and writes.
-DB_THREADS = 16
-_executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="agentos-db")
+# The server's database calls in flight at once (AGENTOS_SERVER_DB_THREADS, 16).
+# Django connections are per thread, so this also bounds the PostgreSQL
+# connections AgentOS holds: each thread keeps one for DB_CONN_MAX_AGE as a web
+# thread does (with DB_POOL_SIZE, hands it back to the pool after each call).
+# 4, 16 and 64 threads served 200 concurrent runs in about the same time on two
+# cores, bound by CPU; 1 is what sync_to_async's default gave (the bench's
+# scenario 9 measures both). Its own pool, not the loop's default executor:
+# agno runs sync tools there (asyncio.to_thread), and they must not hold up
+# session reads and writes. Built on first use, after settings are read.
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _db_threads() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=max(1, settings.AGENTOS_SERVER_DB_THREADS),
+                                           thread_name_prefix="agentos-db")
+        return _executor
 
 
 def in_db_thread(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
@@ -82,7 +95,7 @@ def in_db_thread(func: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         finally:
             close_old_connections()
 
-    return sync_to_async(hygienic, thread_sensitive=False, executor=_executor)
+    return sync_to_async(hygienic, thread_sensitive=False, executor=_db_threads())
 
 
 # agno features Opie does not store answer empty, never with an error. Listings
